@@ -1,0 +1,37 @@
+# spade-st: every set-up step lives here, so a fresh clone needs only `make demo` / `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.spade-st-installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test test-all bench lint clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/spade-st demo --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: install
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean-demo:
+	rm -rf $(DEMO_OUT)

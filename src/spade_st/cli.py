@@ -1,0 +1,192 @@
+"""The ``spade-st`` command line. Thin: it parses flags into config objects and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _add_convert(sub) -> None:
+    conv = sub.add_parser("convert", help="convert a dataset into the HEST-1k layout")
+    csub = conv.add_subparsers(dest="format", required=True)
+
+    h = csub.add_parser("her2st", help="legacy ST tables (her2st): counts .tsv.gz + spot selection + H&E image")
+    h.add_argument("--counts", type=Path, required=True)
+    h.add_argument("--spots", type=Path, required=True)
+    h.add_argument("--image", type=Path, required=True)
+    h.add_argument("--sample-id", required=True)
+    h.add_argument("--pixel-size-um", type=float, required=True, help="µm per pixel of --image")
+    h.add_argument("--out", type=Path, required=True)
+    h.add_argument("--coord-scale", type=float, default=1.0, help="multiply spot pixel coords (for a downscaled image)")
+    h.add_argument("--organ", default="Breast")
+    h.add_argument("--patient")
+    h.add_argument("--labels", type=Path, help="pathologist labels S_labeled_coordinates.tsv -> obs['label']")
+    h.add_argument("--overwrite", action="store_true")
+
+    v = csub.add_parser("visium", help="a Space Ranger output folder")
+    v.add_argument("--spaceranger", type=Path, required=True)
+    v.add_argument("--image", type=Path, help="full-resolution H&E (default: spatial/tissue_hires_image.png)")
+    v.add_argument("--sample-id", required=True)
+    v.add_argument("--out", type=Path, required=True)
+    v.add_argument("--pixel-size-um", type=float)
+    v.add_argument("--organ", default="unknown")
+    v.add_argument("--patient")
+    v.add_argument("--species", default="Homo sapiens")
+    v.add_argument("--duplicate-genes", choices=["error", "sum"], default="sum")
+    v.add_argument("--overwrite", action="store_true")
+
+    a = csub.add_parser("anndata", help="an .h5ad with raw counts and obsm['spatial'] + its H&E image")
+    a.add_argument("--adata", type=Path, required=True)
+    a.add_argument("--image", type=Path, required=True)
+    a.add_argument("--sample-id", required=True)
+    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--pixel-size-um", type=float)
+    a.add_argument("--layer", help="take raw counts from this layer ('raw' for adata.raw)")
+    a.add_argument("--spatial-key", default="spatial")
+    a.add_argument("--organ", default="unknown")
+    a.add_argument("--patient")
+    a.add_argument("--st-technology", default="unknown")
+    a.add_argument("--duplicate-genes", choices=["error", "sum"], default="error")
+    a.add_argument("--overwrite", action="store_true")
+
+
+def _cmd_convert(args) -> int:
+    from . import io
+
+    common = {"overwrite": args.overwrite}
+    if args.format == "her2st":
+        cfg = io.Her2stConfig(
+            args.counts,
+            args.spots,
+            args.image,
+            args.sample_id,
+            args.pixel_size_um,
+            args.out,
+            coord_scale=args.coord_scale,
+            organ=args.organ,
+            patient=args.patient,
+            labels=args.labels,
+            **common,
+        )
+        root = io.convert_her2st(cfg)
+    elif args.format == "visium":
+        cfg = io.VisiumConfig(
+            args.spaceranger,
+            args.sample_id,
+            args.out,
+            image=args.image,
+            pixel_size_um=args.pixel_size_um,
+            organ=args.organ,
+            patient=args.patient,
+            species=args.species,
+            duplicate_genes=args.duplicate_genes,
+            **common,
+        )
+        root = io.convert_visium(cfg)
+    else:
+        cfg = io.AnnDataConfig(
+            args.adata,
+            args.image,
+            args.sample_id,
+            args.out,
+            pixel_size_um=args.pixel_size_um,
+            layer=args.layer,
+            spatial_key=args.spatial_key,
+            organ=args.organ,
+            patient=args.patient,
+            st_technology=args.st_technology,
+            duplicate_genes=args.duplicate_genes,
+            **common,
+        )
+        root = io.convert_anndata(cfg)
+    n = len(io.PatchFile(io.Layout(root).patches(args.sample_id)))
+    print(f"wrote sample {args.sample_id} ({n} patches) to {root}")
+    return 0
+
+
+def _cmd_demo_data(args) -> int:
+    from .datasets import SyntheticConfig, synthetic
+
+    root = synthetic(
+        SyntheticConfig(
+            out=args.out,
+            samples=args.samples,
+            spots=args.spots,
+            seed=args.seed,
+            genes=args.genes,
+            overwrite=args.overwrite,
+        )
+    )
+    print(f"wrote {args.samples} synthetic samples to {root}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .io import read_hest
+
+    samples = read_hest(args.data, ids=args.ids, require_wsi=args.require_wsi)
+    for s in samples:
+        px = s.pixel_size_um
+        print(f"{s.id}\t{s.organ}\t{s.patient}\t{len(s.patches)} patches\t{px if px else 'NO PIXEL SIZE'} µm/px")
+    print(f"{len(samples)} sample(s) OK in {args.data}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import DemoConfig, run_demo
+
+    report = run_demo(DemoConfig(out=args.out, samples=args.samples, spots=args.spots, seed=args.seed))
+    print(f"report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
+    p.add_argument("--version", action="version", version=f"spade-st {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_convert(sub)
+    d = sub.add_parser("demo-data", help="write the built-in synthetic dataset (HEST layout)")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--samples", type=int, default=6)
+    d.add_argument("--spots", type=int, default=300)
+    d.add_argument("--genes", type=int, default=300)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true")
+    dm = sub.add_parser("demo", help="run the whole pipeline on synthetic data and write a report")
+    dm.add_argument("--out", type=Path, default=Path("runs/demo"))
+    dm.add_argument("--samples", type=int, default=6)
+    dm.add_argument("--spots", type=int, default=300)
+    dm.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("check", help="validate a HEST-layout root and list its samples")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--ids", nargs="+")
+    c.add_argument("--require-wsi", action="store_true")
+    return p
+
+
+_COMMANDS = {"convert": _cmd_convert, "demo-data": _cmd_demo_data, "demo": _cmd_demo, "check": _cmd_check}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 bad input, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
+        if args.debug:
+            raise
+        one_line = " | ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"spade-st: error: {one_line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        print("spade-st: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

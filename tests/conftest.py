@@ -1,0 +1,79 @@
+"""Shared fixtures: paths to the real data in ../shared/data and small converted roots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPADE_ST_SHARED_DATA", REPO.parent / "shared" / "data"))
+HER2ST = SHARED / "her2st_subset"
+SQUIDPY = SHARED / "squidpy_visium_crop"
+WSI_SMALL = SHARED / "wsi_small"
+HEST_TABLE = SHARED / "hest_metadata" / "HEST_v1_1_0.csv"
+
+#: (section, image file, µm/px of that image, coordinate scale, spots matched)
+HER2ST_SECTIONS = {
+    "A1": ("A1_HE_image_dark.png", 3.185, 2000 / 6954, 346),
+    "B4": ("B4_BT10737_D2_HE.jpg", 0.687, 1.0, 283),
+    "C2": ("C2_5714_HE_BT_C2.jpg", 0.687, 1.0, 187),
+    "C3": ("C3_5714_HE_BT_D1.jpg", 0.687, 1.0, 180),
+    "C4": ("C4_5714_HE_BT_D2.jpg", 0.687, 1.0, 184),
+}
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set SPADE_ST_SHARED_DATA)")
+    return path
+
+
+def her2st_args(section: str, out: Path) -> list[str]:
+    img, px, scale, _ = HER2ST_SECTIONS[section]
+    args = [
+        "convert",
+        "her2st",
+        "--counts",
+        str(HER2ST / "counts" / f"{section}.tsv.gz"),
+        "--spots",
+        str(HER2ST / "spots" / f"{section}_selection.tsv"),
+        "--image",
+        str(HER2ST / "images" / img),
+        "--sample-id",
+        section,
+        "--pixel-size-um",
+        str(px),
+        "--coord-scale",
+        str(scale),
+        "--patient",
+        section[0],
+        "--out",
+        str(out),
+    ]
+    if section == "A1":
+        args += ["--labels", str(HER2ST / "labels" / "A1_labeled_coordinates.tsv")]
+    return args
+
+
+@pytest.fixture(scope="session")
+def her2st_root(tmp_path_factory) -> Path:
+    """All five real her2st sections converted through the CLI (once per test session)."""
+    from spade_st.cli import main
+
+    require(HER2ST)
+    root = tmp_path_factory.mktemp("her2st") / "root"
+    for s in HER2ST_SECTIONS:
+        assert main(her2st_args(s, root)) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small synthetic HEST root (3 samples x 60 spots)."""
+    from spade_st.datasets import synthetic
+
+    root = tmp_path_factory.mktemp("syn") / "root"
+    synthetic(out=root, samples=3, spots=60, genes=60, seed=1, progress=False)
+    return root

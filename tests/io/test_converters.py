@@ -1,0 +1,151 @@
+"""Visium and AnnData converters, built on the real squidpy Visium crop."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SQUIDPY, require
+from spade_st.cli import main
+from spade_st.io import read_hest
+
+
+@pytest.fixture(scope="module")
+def crop():
+    a = ad.read_h5ad(require(SQUIDPY / "test_data.h5ad"))
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(np.expm1(np.asarray(a.X.todense() if hasattr(a.X, "todense") else a.X)) * 3).astype(np.int32)
+    return a, counts
+
+
+def _write_10x(path, counts, barcodes, genes):
+    import scipy.sparse as sp
+
+    m = sp.csc_matrix(counts.T)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("matrix")
+        g["data"], g["indices"], g["indptr"] = m.data, m.indices, m.indptr
+        g["shape"] = np.array(m.shape)
+        g["barcodes"] = np.array([b.encode() for b in barcodes])
+        ft = g.create_group("features")
+        ft["name"] = np.array([x.encode() for x in genes])
+        ft["id"] = np.array([f"ENSG{i:011d}".encode() for i in range(len(genes))])
+        ft["feature_type"] = np.array([b"Gene Expression"] * len(genes))
+
+
+@pytest.fixture
+def spaceranger(tmp_path, crop):
+    a, counts = crop
+    d = tmp_path / "sr"
+    (d / "spatial").mkdir(parents=True)
+    genes = list(a.var_names)
+    genes[1] = genes[0]  # a duplicated symbol, as real 10x references have
+    _write_10x(d / "filtered_feature_bc_matrix.h5", counts, list(a.obs_names), genes)
+    xy = a.obsm["spatial"]
+    pd.DataFrame(
+        {
+            "barcode": a.obs_names,
+            "in_tissue": 1,
+            "array_row": np.arange(a.n_obs),
+            "array_col": 0,
+            "pxl_row_in_fullres": xy[:, 1],
+            "pxl_col_in_fullres": xy[:, 0],
+        }
+    ).to_csv(d / "spatial" / "tissue_positions.csv", index=False)
+    lib = next(iter(a.uns["spatial"].values()))
+    (d / "spatial" / "scalefactors_json.json").write_text(json.dumps(lib["scalefactors"]))
+    return d, counts, genes
+
+
+def test_visium_converter(tmp_path, spaceranger, crop):
+    d, counts, genes = spaceranger
+    a, _ = crop
+    out = tmp_path / "root"
+    rc = main(
+        [
+            "convert",
+            "visium",
+            "--spaceranger",
+            str(d),
+            "--image",
+            str(SQUIDPY / "test_img.jpg"),
+            "--sample-id",
+            "MB1",
+            "--organ",
+            "Brain",
+            "--species",
+            "Mus musculus",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    (s,) = read_hest(out, require_wsi=True)
+    diam = next(iter(a.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"]
+    assert s.pixel_size_um == pytest.approx(55.0 / diam)
+    assert s.adata.n_obs == 49 and len(s.patches) == 49
+    assert s.adata.n_vars == len(set(genes))
+    # duplicated symbols are summed
+    g0 = genes[0]
+    np.testing.assert_array_equal(np.asarray(s.adata[:, g0].X.todense()).ravel(), counts[:, 0] + counts[:, 1])
+    np.testing.assert_allclose(s.adata.obsm["spatial"], a.obsm["spatial"])
+    assert s.meta["st_technology"] == "Visium" and s.meta["species"] == "Mus musculus"
+
+
+def test_visium_without_positions_is_clear(tmp_path, spaceranger, capsys):
+    d, _, _ = spaceranger
+    (d / "spatial" / "tissue_positions.csv").unlink()
+    assert (
+        main(
+            [
+                "convert",
+                "visium",
+                "--spaceranger",
+                str(d),
+                "--image",
+                str(SQUIDPY / "test_img.jpg"),
+                "--sample-id",
+                "MB1",
+                "--out",
+                str(tmp_path / "root"),
+            ]
+        )
+        == 1
+    )
+    assert "tissue_positions" in capsys.readouterr().err
+
+
+def test_anndata_converter_refuses_lognormalised_then_takes_layer(tmp_path, crop, capsys):
+    a, counts = crop
+    src = tmp_path / "in.h5ad"
+    b = a.copy()
+    b.layers["counts"] = counts
+    b.write_h5ad(src)
+    out = tmp_path / "root"
+    base = [
+        "convert",
+        "anndata",
+        "--adata",
+        str(src),
+        "--image",
+        str(SQUIDPY / "test_img.jpg"),
+        "--sample-id",
+        "MB2",
+        "--out",
+        str(out),
+    ]
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert "not integers" in err and "--layer" in err
+    assert not (out / "metadata.csv").exists()
+    assert main([*base, "--layer", "counts"]) == 0
+    (s,) = read_hest(out)
+    np.testing.assert_array_equal(np.asarray(s.adata.X.todense()), counts)
+    # pixel size inferred from uns['spatial'] scalefactors (55 µm spot)
+    diam = next(iter(a.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"]
+    assert s.pixel_size_um == pytest.approx(55.0 / diam)
