@@ -143,6 +143,55 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_extract(args) -> int:
+    from .encoders.extract import ExtractConfig, extract
+
+    paths = extract(
+        ExtractConfig(
+            data=args.data,
+            encoder=args.encoder,
+            out=args.out,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            device=args.device,
+            num_workers=args.num_workers,
+            ids=args.ids,
+            overwrite=args.overwrite,
+        )
+    )
+    print(f"{len(paths)} feature file(s) in {args.out / args.encoder}")
+    return 0
+
+
+def _cmd_extract_wsi(args) -> int:
+    from .encoders.extract_wsi import ExtractWsiConfig, extract_wsi
+
+    paths = extract_wsi(
+        ExtractWsiConfig(
+            wsi=args.wsi,
+            encoder=args.encoder,
+            out=args.out,
+            weights=args.weights,
+            pixel_size_um=args.pixel_size_um,
+            batch_size=args.batch_size,
+            device=args.device,
+            min_tissue=args.min_tissue,
+            overwrite=args.overwrite,
+        )
+    )
+    print(f"{len(paths)} slide feature file(s) in {args.out / args.encoder}")
+    return 0
+
+
+def _cmd_encoders(args) -> int:
+    from .encoders import get_spec, list_encoders
+
+    for name in list_encoders():
+        spec = get_spec(name)
+        print(f"{name:20s} {spec.embed_dim:5d}-d  {spec.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -161,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--samples", type=int, default=6)
     dm.add_argument("--spots", type=int, default=300)
     dm.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("extract", help="features of every spot patch of a HEST root")
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
+    e.add_argument("--weights", type=Path, help="weights file or Hugging Face snapshot folder")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--device")
+    e.add_argument("--num-workers", type=int, default=0)
+    e.add_argument("--ids", nargs="+")
+    e.add_argument("--overwrite", action="store_true")
+    ew = sub.add_parser("extract-wsi", help="tissue tiles of whole slides and their features")
+    ew.add_argument("--wsi", type=Path, action="append", required=True, help="a slide (repeat for more)")
+    ew.add_argument("--encoder", default="efficientnet_lite0")
+    ew.add_argument("--weights", type=Path)
+    ew.add_argument("--out", type=Path, required=True)
+    ew.add_argument("--pixel-size-um", type=float, help="µm/px of level 0 when the slide has none")
+    ew.add_argument("--batch-size", type=int, default=64)
+    ew.add_argument("--device")
+    ew.add_argument("--min-tissue", type=float, default=0.25)
+    ew.add_argument("--overwrite", action="store_true")
+    sub.add_parser("encoders", help="list the registered encoders")
     c = sub.add_parser("check", help="validate a HEST-layout root and list its samples")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--ids", nargs="+")
@@ -168,7 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_COMMANDS = {"convert": _cmd_convert, "demo-data": _cmd_demo_data, "demo": _cmd_demo, "check": _cmd_check}
+_COMMANDS = {
+    "convert": _cmd_convert,
+    "demo-data": _cmd_demo_data,
+    "demo": _cmd_demo,
+    "check": _cmd_check,
+    "extract": _cmd_extract,
+    "extract-wsi": _cmd_extract_wsi,
+    "encoders": _cmd_encoders,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

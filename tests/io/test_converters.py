@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SQUIDPY, require
 from spade_st.cli import main
 from spade_st.io import read_hest
+
+from conftest import SQUIDPY, require
 
 
 @pytest.fixture(scope="module")

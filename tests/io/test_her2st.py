@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from conftest import HER2ST, HER2ST_SECTIONS, her2st_args
 from spade_st.cli import main
 from spade_st.io import read_hest
+
+from conftest import HER2ST, HER2ST_SECTIONS, her2st_args
 
 
 def test_one_patch_per_matched_spot(her2st_root):

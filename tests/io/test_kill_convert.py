@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import HER2ST, her2st_args, require
 from spade_st.io import read_hest
+
+from conftest import HER2ST, her2st_args, require
 
 
 @pytest.mark.parametrize("delay", [1.5, 4.0, 7.0])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import WSI_SMALL, require
 from spade_st._validation import SpadeInputError
 from spade_st.io import extract_patch, open_wsi, write_pyramidal_tiff
 from spade_st.io.wsi import ArrayWSI
+
+from conftest import WSI_SMALL, require
 
 
 def test_real_svs_with_pixel_size():

@@ -1,0 +1,112 @@
+"""Feature files: one h5 per sample or slide (``features`` (N,D), ``barcode``, ``coords``, attributes).
+
+The format is TRIDENT-compatible (``features``, ``coords``, attributes ``patch_size``,
+``level0_magnification``), and :func:`read_features` also opens HEST-Benchmark / TRIDENT files that name the
+arrays ``embeddings`` / ``barcodes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._atomic import atomic_path
+from .._validation import SpadeInputError
+
+COMPLETE = "spade_st_complete"
+
+
+@dataclass
+class FeatureSet:
+    """Features of one sample or slide."""
+
+    features: np.ndarray
+    coords: np.ndarray | None = None
+    barcode: np.ndarray | None = None
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def write_features(path: Path | str, fs: FeatureSet, key: str = "features") -> None:
+    """Write ``fs`` atomically (temp file + rename); the file is marked complete only once fully written."""
+    feats = np.asarray(fs.features)
+    if feats.ndim != 2:
+        msg = f"features must be (N, D), got shape {feats.shape}"
+        raise ValueError(msg)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(key, data=feats, chunks=(min(len(feats), 4096) or 1, feats.shape[1]) if len(feats) else None)
+        if fs.coords is not None:
+            f.create_dataset("coords", data=np.asarray(fs.coords))
+        if fs.barcode is not None:
+            f.create_dataset("barcode", data=np.asarray(fs.barcode, dtype=object), dtype=h5py.string_dtype())
+        for k, v in fs.attrs.items():
+            f.attrs[k] = v if v is not None else ""
+        f.attrs[COMPLETE] = True
+
+
+def _decode(a) -> np.ndarray:
+    a = np.asarray(a).reshape(-1)
+    return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
+
+
+def read_features(path: Path | str, require_complete: bool = False) -> FeatureSet:
+    """Read a feature file (ours, TRIDENT's or HEST's); a truncated or foreign file is a clear error."""
+    p = Path(path)
+    if not p.is_file():
+        msg = f"feature file {p} not found; run `spade-st extract` (or extract-wsi) first"
+        raise FileNotFoundError(msg)
+    try:
+        with h5py.File(p, "r") as f:
+            key = next((k for k in ("features", "embeddings") if k in f), None)
+            if key is None:
+                msg = f"{p} has no 'features' or 'embeddings' dataset (found: {list(f.keys())})"
+                raise SpadeInputError(msg)
+            feats = f[key][()]
+            coords = np.asarray(f["coords"][()]) if "coords" in f else None
+            bkey = next((k for k in ("barcode", "barcodes") if k in f), None)
+            barcode = _decode(f[bkey][()]) if bkey else None
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            if key in f and hasattr(f[key], "attrs"):
+                attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f[key].attrs.items()} | attrs
+    except OSError as err:
+        msg = f"cannot read feature file {p} ({err}); it is truncated or not HDF5: delete it and rerun"
+        raise SpadeInputError(msg) from err
+    if feats.ndim == 3 and feats.shape[0] == 1:  # TRIDENT/CLAM (1, N, D)
+        feats = feats[0]
+    if coords is not None and coords.ndim == 3 and coords.shape[0] == 1:
+        coords = coords[0]
+    if feats.ndim != 2:
+        msg = f"{p}: features have shape {feats.shape}, expected (N, D)"
+        raise SpadeInputError(msg)
+    if require_complete and not attrs.get(COMPLETE, False):
+        msg = f"{p} is not marked complete (written by an interrupted run?): delete it and rerun"
+        raise SpadeInputError(msg)
+    return FeatureSet(features=feats, coords=coords, barcode=barcode, attrs=attrs)
+
+
+def is_finished(path: Path, expect: dict, n: int | None = None, dim: int | None = None) -> bool:
+    """True if ``path`` is a complete feature file whose attributes match ``expect`` (and shape, if given)."""
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get(COMPLETE, False) or "features" not in f:
+                return False
+            for k, v in expect.items():
+                got = f.attrs.get(k)
+                got = got.item() if hasattr(got, "item") else got
+                if got != v:
+                    return False
+            shape = f["features"].shape
+            if n is not None and shape[0] != n:
+                return False
+            if dim is not None and shape[1] != dim:
+                return False
+            return bool(np.isfinite(f["features"][: min(shape[0], 4096)]).all())
+    except OSError:
+        return False

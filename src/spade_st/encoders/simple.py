@@ -1,0 +1,59 @@
+"""``random_cnn``: a small, seeded, randomly initialised CNN for tests and smoke runs."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .registry import EncoderSpec, register_encoder
+from .weights import load_into, load_state_dict
+
+RANDOM_CNN_DIM = 64
+
+
+class RandomCNN(nn.Module):
+    """Four strided conv blocks and a global average pool; deterministic given ``seed``."""
+
+    def __init__(self, dim: int = RANDOM_CNN_DIM, seed: int = 0):
+        super().__init__()
+        widths = [3, 16, 32, 48, dim]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
+                    m.bias.zero_()
+
+    def forward(self, x):
+        return self.body(x).mean((2, 3))
+
+
+def _build(path: Path | None, seed: int = 0, **overrides):
+    model = RandomCNN(seed=seed)
+    if path is not None:
+        load_into(model, load_state_dict(path), path)
+    return model, _identity
+
+
+def _identity(x):
+    return x
+
+
+register_encoder(
+    EncoderSpec(
+        name="random_cnn",
+        factory=_build,
+        embed_dim=RANDOM_CNN_DIM,
+        needs_weights=False,
+        precision="fp16",
+        description="seeded random CNN (tests and smoke runs; carries no learned signal)",
+        tags=("test",),
+    )
+)
