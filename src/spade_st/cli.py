@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
     e.add_argument("--weights", type=Path, help="weights file or Hugging Face snapshot folder")
     e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--batch-size", type=int, help="default: 256 on GPU, 16 on CPU")
     e.add_argument("--device")
     e.add_argument("--num-workers", type=int, default=0)
     e.add_argument("--ids", nargs="+")

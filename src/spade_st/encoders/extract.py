@@ -29,7 +29,7 @@ class ExtractConfig:
     encoder: str
     out: Path
     weights: Path | None = None
-    batch_size: int = 128
+    batch_size: int | None = None  #: default: 256 on GPU, 16 on CPU (measured fastest in bench_extract.py)
     device: str | None = None
     num_workers: int = 0
     ids: list[str] | None = None
@@ -59,8 +59,9 @@ class PatchChunks(Dataset):
 def embed_patch_file(encoder, path: Path, n: int, cfg: ExtractConfig, bar=None) -> np.ndarray:
     """Features (n, D) float32 of all patches in ``path``."""
     cuda = encoder.device.type == "cuda"
+    batch_size = cfg.batch_size or (256 if cuda else 16)
     loader = DataLoader(
-        PatchChunks(path, n, cfg.batch_size),
+        PatchChunks(path, n, batch_size),
         batch_size=None,
         num_workers=cfg.num_workers,
         pin_memory=cuda,

@@ -1,0 +1,32 @@
+"""Helpers shared by the benchmarks: peak RSS, the her2st root, key=value output."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SPADE_ST_SHARED_DATA", REPO.parent / "shared" / "data"))
+CACHE = Path(os.environ.get("SPADE_ST_BENCH_CACHE", REPO / "runs" / "bench-cache"))
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set size of this process so far, in GB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def her2st_root() -> Path:
+    """The five real her2st sections in HEST layout (converted once into the cache)."""
+    from spade_st.datasets.her2st import convert_her2st_subset
+
+    src = SHARED / "her2st_subset"
+    if not src.is_dir():
+        sys.exit(f"her2st data not found at {src}; set SPADE_ST_SHARED_DATA")
+    return convert_her2st_subset(src, CACHE / "her2st", progress=False)
+
+
+def last_line(**kv) -> None:
+    """Print the figures as key=value pairs on the last line."""
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in kv.items()))
