@@ -192,6 +192,52 @@ def _cmd_encoders(args) -> int:
     return 0
 
 
+def _cmd_pretrain(args) -> int:
+    from .train.config import load_config
+    from .train.pretrain import pretrain
+
+    cfg = load_config(
+        args.config,
+        data=args.data,
+        features=args.features,
+        out=args.out,
+        exclude=args.exclude,
+        k1=args.k1,
+        experts=args.experts,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        loss=args.loss,
+        gene_mode=args.gene_mode,
+        early_stop=args.early_stop,
+    )
+    out = pretrain(cfg)
+    print(f"model: {out}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from .experts.embed import EmbedConfig, embed_features
+
+    paths = embed_features(
+        EmbedConfig(
+            model=args.model,
+            features=args.features,
+            out=args.out,
+            ids=args.ids,
+            topk=args.topk,
+            tau_r=args.tau_r,
+            device=args.device,
+            data=args.data,
+            adata=args.adata,
+            overwrite=args.overwrite,
+        )
+    )
+    print(f"{len(paths)} embedding file(s) in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -231,6 +277,32 @@ def build_parser() -> argparse.ArgumentParser:
     ew.add_argument("--min-tissue", type=float, default=0.25)
     ew.add_argument("--overwrite", action="store_true")
     sub.add_parser("encoders", help="list the registered encoders")
+    pt = sub.add_parser("pretrain", help="train the SPADE experts (resumable)")
+    pt.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); flags override it")
+    pt.add_argument("--data", type=Path)
+    pt.add_argument("--features", type=Path, help="FEATS/<encoder> from `spade-st extract`")
+    pt.add_argument("--out", type=Path)
+    pt.add_argument("--exclude", nargs="+", help="sample ids kept out of every step")
+    pt.add_argument("--k1", type=int)
+    pt.add_argument("--experts", type=int)
+    pt.add_argument("--epochs", type=int)
+    pt.add_argument("--batch-size", type=int)
+    pt.add_argument("--device")
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--loss", choices=["bleep", "infonce"])
+    pt.add_argument("--gene-mode", choices=["log1p", "raw"])
+    pt.add_argument("--early-stop", type=int, help="patience in epochs per expert")
+    em = sub.add_parser("embed", help="SPADE embeddings of feature files")
+    em.add_argument("--model", type=Path, required=True)
+    em.add_argument("--features", type=Path, required=True)
+    em.add_argument("--out", type=Path, required=True)
+    em.add_argument("--ids", nargs="+")
+    em.add_argument("--topk", type=int, help="sparse routing: only the k heaviest experts per patch")
+    em.add_argument("--tau-r", type=float, help="routing temperature (default: the model's)")
+    em.add_argument("--device", default="cpu")
+    em.add_argument("--data", type=Path, help="HEST root, for --adata")
+    em.add_argument("--adata", action="store_true", help="also put obsm['X_spade'] into ROOT/st/<id>.h5ad")
+    em.add_argument("--overwrite", action="store_true")
     c = sub.add_parser("check", help="validate a HEST-layout root and list its samples")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--ids", nargs="+")
@@ -246,6 +318,8 @@ _COMMANDS = {
     "extract": _cmd_extract,
     "extract-wsi": _cmd_extract_wsi,
     "encoders": _cmd_encoders,
+    "pretrain": _cmd_pretrain,
+    "embed": _cmd_embed,
 }
 
 

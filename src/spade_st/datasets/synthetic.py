@@ -157,7 +157,8 @@ def synthetic(cfg: SyntheticConfig | None = None, progress: bool = True, **kwarg
     margin = 150.0 / cfg.pixel_size_um
     for s in range(cfg.samples):
         srng = np.random.default_rng([cfg.seed, s])
-        organ = cfg.organs[s % len(cfg.organs)]
+        # pairs of sections from one patient (same organ), as in real cohorts; patients cycle through organs
+        organ = cfg.organs[(s // 2) % len(cfg.organs)]
         patient = f"P{s // 2}"
         centers = _spot_grid(cfg.spots, pitch, margin)
         w = int(centers[:, 0].max() + margin) + 1

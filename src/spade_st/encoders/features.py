@@ -27,13 +27,17 @@ class FeatureSet:
     coords: np.ndarray | None = None
     barcode: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)  #: other datasets of the file (e.g. expert_weights)
 
     def __len__(self) -> int:
         return len(self.features)
 
 
-def write_features(path: Path | str, fs: FeatureSet, key: str = "features") -> None:
-    """Write ``fs`` atomically (temp file + rename); the file is marked complete only once fully written."""
+def write_features(path: Path | str, fs: FeatureSet, key: str = "features", extra: dict | None = None) -> None:
+    """Write ``fs`` atomically (temp file + rename); the file is marked complete only once fully written.
+
+    ``key`` names the main array ("features", or "embeddings" for SPADE outputs); ``extra`` adds arrays.
+    """
     feats = np.asarray(fs.features)
     if feats.ndim != 2:
         msg = f"features must be (N, D), got shape {feats.shape}"
@@ -44,6 +48,8 @@ def write_features(path: Path | str, fs: FeatureSet, key: str = "features") -> N
             f.create_dataset("coords", data=np.asarray(fs.coords))
         if fs.barcode is not None:
             f.create_dataset("barcode", data=np.asarray(fs.barcode, dtype=object), dtype=h5py.string_dtype())
+        for k, v in (extra or {}).items():
+            f.create_dataset(k, data=np.asarray(v))
         for k, v in fs.attrs.items():
             f.attrs[k] = v if v is not None else ""
         f.attrs[COMPLETE] = True
@@ -71,6 +77,8 @@ def read_features(path: Path | str, require_complete: bool = False) -> FeatureSe
             bkey = next((k for k in ("barcode", "barcodes") if k in f), None)
             barcode = _decode(f[bkey][()]) if bkey else None
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            skip = {key, "coords", bkey}
+            arrays = {k: f[k][()] for k in f if k not in skip and isinstance(f[k], h5py.Dataset)}
             if key in f and hasattr(f[key], "attrs"):
                 attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f[key].attrs.items()} | attrs
     except OSError as err:
@@ -86,27 +94,27 @@ def read_features(path: Path | str, require_complete: bool = False) -> FeatureSe
     if require_complete and not attrs.get(COMPLETE, False):
         msg = f"{p} is not marked complete (written by an interrupted run?): delete it and rerun"
         raise SpadeInputError(msg)
-    return FeatureSet(features=feats, coords=coords, barcode=barcode, attrs=attrs)
+    return FeatureSet(features=feats, coords=coords, barcode=barcode, attrs=attrs, arrays=arrays)
 
 
-def is_finished(path: Path, expect: dict, n: int | None = None, dim: int | None = None) -> bool:
+def is_finished(path: Path, expect: dict, n: int | None = None, dim: int | None = None, key: str = "features") -> bool:
     """True if ``path`` is a complete feature file whose attributes match ``expect`` (and shape, if given)."""
     if not path.is_file():
         return False
     try:
         with h5py.File(path, "r") as f:
-            if not f.attrs.get(COMPLETE, False) or "features" not in f:
+            if not f.attrs.get(COMPLETE, False) or key not in f:
                 return False
             for k, v in expect.items():
                 got = f.attrs.get(k)
                 got = got.item() if hasattr(got, "item") else got
                 if got != v:
                     return False
-            shape = f["features"].shape
+            shape = f[key].shape
             if n is not None and shape[0] != n:
                 return False
             if dim is not None and shape[1] != dim:
                 return False
-            return bool(np.isfinite(f["features"][: min(shape[0], 4096)]).all())
+            return bool(np.isfinite(f[key][: min(shape[0], 4096)]).all())
     except OSError:
         return False

@@ -1,0 +1,214 @@
+"""Two-stage clustering of image features into experts (SPADE §1.5).
+
+Stage 1: k-means per group (organ by default, ``k1`` each) on the raw features. Stage 2: k-means of all
+stage-1 centroids into ``n_experts``. Expert e owns the spots of the stage-1 clusters whose centroids fall in
+stage-2 cluster e, so its batches mix organs (hard negatives across organs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._validation import SpadeInputError
+from .kmeans import kmeans, nearest
+
+
+class TwoStageClustering:
+    """Two-stage k-means (estimator API).
+
+    Parameters
+    ----------
+    k1
+        Stage-1 clusters per group (SPADE: 16).
+    n_experts
+        Stage-2 clusters = experts (SPADE: 16).
+    small_group
+        A group with fewer distinct points than ``k1``: ``"shrink"`` (use k = number of distinct points,
+        recorded in ``group_k_``) or ``"error"``.
+    empty_expert
+        An expert whose centroids own no training spot: ``"error"`` or ``"drop"`` (its centroids are removed,
+        experts renumbered).
+    backend, seed, niter, nredo, max_points_per_centroid
+        k-means settings (faiss by default, as the released code; scikit-learn fallback).
+
+    Attributes
+    ----------
+    centroids_ : (K, D) stage-1 centroids, grouped in ``groups_`` order
+    centroid_group_ : (K,) group of each centroid
+    centroid_expert_ : (K,) expert of each centroid
+    labels_ : (N,) stage-1 cluster of each training point
+    experts_ : (N,) expert of each training point
+    """
+
+    def __init__(
+        self,
+        k1: int = 16,
+        n_experts: int = 16,
+        small_group: str = "shrink",
+        empty_expert: str = "error",
+        backend: str = "auto",
+        seed: int = 0,
+        niter: int = 50,
+        nredo: int = 5,
+        max_points_per_centroid: int = 50000,
+    ):
+        self.k1 = k1
+        self.n_experts = n_experts
+        self.small_group = small_group
+        self.empty_expert = empty_expert
+        self.backend = backend
+        self.seed = seed
+        self.niter = niter
+        self.nredo = nredo
+        self.max_points_per_centroid = max_points_per_centroid
+
+    def _km(self, x, k, seed):
+        return kmeans(
+            x,
+            k,
+            seed=seed,
+            niter=self.niter,
+            nredo=self.nredo,
+            max_points_per_centroid=self.max_points_per_centroid,
+            backend=self.backend,
+        )
+
+    def fit(self, X: np.ndarray, groups=None) -> TwoStageClustering:
+        """Fit on features ``X`` (N, D) with a group label per row (default: one group)."""
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) == 0:
+            msg = f"clustering needs features of shape (N, D) with N > 0, got {X.shape}"
+            raise SpadeInputError(msg)
+        if not np.isfinite(X).all():
+            msg = "features contain NaN or Inf; re-extract them (spade-st extract --overwrite)"
+            raise SpadeInputError(msg)
+        if self.small_group not in ("shrink", "error") or self.empty_expert not in ("error", "drop"):
+            msg = "small_group must be 'shrink'|'error' and empty_expert 'error'|'drop'"
+            raise ValueError(msg)
+        groups = np.asarray(["all"] * len(X) if groups is None else groups, dtype=object).astype(str)
+        if len(groups) != len(X):
+            msg = f"{len(groups)} group labels for {len(X)} feature rows"
+            raise ValueError(msg)
+        self.groups_ = sorted(set(groups))
+        cents, cgroup, self.group_k_ = [], [], {}
+        for gi, g in enumerate(self.groups_):
+            xg = X[groups == g]
+            n_distinct = len(np.unique(xg, axis=0)) if len(xg) <= 4 * self.k1 else len(xg)
+            k = self.k1
+            if n_distinct < self.k1:
+                if self.small_group == "error":
+                    msg = (
+                        f"group {g!r} has {n_distinct} distinct spots, fewer than k1={self.k1}; lower --k1 or "
+                        "set small_group='shrink'"
+                    )
+                    raise SpadeInputError(msg)
+                k = max(1, n_distinct)
+            self.group_k_[g] = k
+            cents.append(self._km(xg, k, self.seed + gi))
+            cgroup += [g] * k
+        C = np.concatenate(cents)
+        if len(C) < self.n_experts:
+            msg = f"{len(C)} stage-1 centroids cannot form {self.n_experts} experts; lower --experts or raise --k1"
+            raise SpadeInputError(msg)
+        # stage 1 labels: nearest centroid WITHIN the point's own group
+        labels = np.empty(len(X), np.int64)
+        offset = 0
+        for g, c in zip(self.groups_, cents, strict=True):
+            m = groups == g
+            labels[m] = nearest(X[m], c)[0] + offset
+            offset += len(c)
+        # drop stage-1 centroids that own no point (k-means may leave some empty)
+        owned = np.bincount(labels, minlength=len(C)) > 0
+        remap = np.cumsum(owned) - 1
+        C, cgroup, labels = C[owned], list(np.asarray(cgroup)[owned]), remap[labels]
+        stage2 = self._km(C, self.n_experts, self.seed + 10_000)
+        cexp = nearest(C, stage2)[0]
+        counts = np.bincount(cexp[labels], minlength=self.n_experts)
+        if (counts == 0).any():
+            empty = np.flatnonzero(counts == 0).tolist()
+            if self.empty_expert == "error":
+                msg = f"expert(s) {empty} own no training spot; lower --experts or set empty_expert='drop'"
+                raise SpadeInputError(msg)
+            keep = counts > 0
+            cexp = (np.cumsum(keep) - 1)[cexp]
+            stage2 = stage2[keep]
+        self.centroids_ = C
+        self.centroid_group_ = np.asarray(cgroup, dtype=object)
+        self.centroid_expert_ = cexp.astype(np.int64)
+        self.stage2_centroids_ = stage2
+        self.labels_ = labels
+        self.experts_ = self.centroid_expert_[labels]
+        self.n_experts_ = int(self.centroid_expert_.max()) + 1
+        return self
+
+    def _check(self):
+        if not hasattr(self, "centroids_"):
+            msg = "this TwoStageClustering is not fitted yet: call fit(X, groups) first"
+            raise RuntimeError(msg)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Expert of each row: the expert of its nearest stage-1 centroid (over all groups)."""
+        self._check()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.centroids_.shape[1]:
+            msg = f"features have shape {X.shape}, the clustering was fitted on dimension {self.centroids_.shape[1]}"
+            raise SpadeInputError(msg)
+        return self.centroid_expert_[nearest(X, self.centroids_)[0]]
+
+    def qc_table(self, groups=None) -> pd.DataFrame:
+        """Per expert: training spots, stage-1 centroids, groups (organs) covered, largest group share."""
+        self._check()
+        rows = []
+        g = np.asarray(groups, dtype=object) if groups is not None else None
+        for e in range(self.n_experts_):
+            m = self.experts_ == e
+            row = {
+                "expert": e,
+                "spots": int(m.sum()),
+                "centroids": int((self.centroid_expert_ == e).sum()),
+                "groups": len(set(self.centroid_group_[self.centroid_expert_ == e])),
+            }
+            if g is not None and m.any():
+                vc = pd.Series(g[m]).value_counts()
+                row["largest_group"] = str(vc.index[0])
+                row["largest_group_share"] = float(vc.iloc[0] / m.sum())
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def seed_agreement(X, groups, seeds=(0, 1, 2), **kwargs) -> pd.DataFrame:
+    """Adjusted Rand index of the expert assignment between fits with different seeds."""
+    from sklearn.metrics import adjusted_rand_score
+
+    fits = {s: TwoStageClustering(seed=s, **kwargs).fit(X, groups).experts_ for s in seeds}
+    rows = [
+        {"seed_a": a, "seed_b": b, "ari": adjusted_rand_score(fits[a], fits[b])}
+        for i, a in enumerate(seeds)
+        for b in seeds[i + 1 :]
+    ]
+    return pd.DataFrame(rows)
+
+
+def choose_k(X, ks=(4, 8, 16, 32, 64), seed=0, backend="auto", sample=20000) -> pd.DataFrame:
+    """WCSS (standardised, for the elbow) and silhouette for each k, on a seeded subsample."""
+    from sklearn.metrics import silhouette_score
+
+    X = np.asarray(X, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    if len(X) > sample:
+        X = X[rng.choice(len(X), sample, replace=False)]
+    rows = []
+    for k in ks:
+        if k >= len(X):
+            continue
+        c = kmeans(X, k, seed=seed, backend=backend)
+        lab, d = nearest(X, c)
+        sil = (
+            silhouette_score(X, lab, sample_size=min(len(X), 5000), random_state=seed) if len(set(lab)) > 1 else np.nan
+        )
+        rows.append({"k": k, "wcss": float(d.sum()), "silhouette": float(sil)})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["wcss_std"] = (df["wcss"] - df["wcss"].mean()) / (df["wcss"].std() or 1.0)
+    return df

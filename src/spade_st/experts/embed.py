@@ -1,0 +1,131 @@
+"""``spade-st embed``: SPADE embeddings for every feature file, one h5 per sample or slide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .. import _keys as K
+from .._atomic import atomic_path
+from .._validation import SpadeInputError
+from ..encoders.features import FeatureSet, is_finished, read_features, write_features
+from .model import SpadeModel
+
+
+@dataclass
+class EmbedConfig:
+    """Options of ``spade-st embed``."""
+
+    model: Path
+    features: Path
+    out: Path
+    ids: list[str] | None = None
+    topk: int | None = None
+    tau_r: float | None = None
+    batch_size: int = 8192
+    device: str = "cpu"
+    data: Path | None = None  #: HEST root whose AnnData get obsm["X_spade"] (with adata=True)
+    adata: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def embed_features(cfg: EmbedConfig) -> list[Path]:
+    """Embed ``cfg.features/*.h5`` with the model; writes ``cfg.out/<id>.h5`` (embeddings, expert_weights, barcode)."""
+    model = SpadeModel.from_pretrained(cfg.model, device=cfg.device)
+    files = sorted(Path(cfg.features).glob("*.h5"))
+    if cfg.ids is not None:
+        files = [Path(cfg.features) / f"{i}.h5" for i in cfg.ids]
+    if not files:
+        msg = f"no feature files in {cfg.features}; run `spade-st extract` first"
+        raise FileNotFoundError(msg)
+    if cfg.adata and cfg.data is None:
+        msg = "--adata needs --data ROOT (the HEST root whose AnnData receive obsm['X_spade'])"
+        raise SpadeInputError(msg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from .._atomic import atomic_write_json
+    from ..encoders.weights import sha256_file
+
+    model_sha = sha256_file(Path(cfg.model) / "model.safetensors")
+    expect = {
+        "model_sha256": model_sha,
+        "topk": cfg.topk if cfg.topk else 0,
+        "tau_r": float(cfg.tau_r if cfg.tau_r is not None else model.config.tau_r),
+    }
+    written = []
+    for f in tqdm(files, desc="embed", unit="file", disable=not cfg.progress):
+        dst = out / f.name
+        written.append(dst)
+        fs = read_features(f, require_complete=False)
+        if not cfg.overwrite and is_finished(dst, expect, n=len(fs), dim=model.config.out_dim, key="embeddings"):
+            emb = None
+        else:
+            enc = fs.attrs.get("encoder")
+            emb, w = model.embed(
+                fs.features,
+                batch_size=cfg.batch_size,
+                tau_r=cfg.tau_r,
+                topk=cfg.topk,
+                encoder=str(enc) if enc else None,
+                return_weights=True,
+            )
+            write_features(
+                dst,
+                FeatureSet(
+                    features=emb,
+                    coords=fs.coords,
+                    barcode=fs.barcode,
+                    attrs=expect
+                    | {
+                        "encoder": str(enc or model.config.encoder),
+                        "embed_dim": model.config.out_dim,
+                        "n_experts": model.config.n_experts,
+                        "spade_st_version": __version__,
+                        "source_features": str(f),
+                    },
+                ),
+                key="embeddings",
+                extra={"expert_weights": w},
+            )
+        if cfg.adata:
+            _put_in_adata(Path(cfg.data), f.stem, dst, model)
+    atomic_write_json(
+        out / "embed_config.json", {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()} | expect
+    )
+    return written
+
+
+def _put_in_adata(root: Path, sid: str, emb_path: Path, model) -> None:
+    """Add ``obsm['X_spade']`` (rows aligned by barcode) to ``root/st/<sid>.h5ad``, atomically."""
+    import anndata as ad
+
+    from ..io.layout import Layout
+
+    st = Layout(root).st(sid)
+    if not st.is_file():
+        msg = f"--adata: {st} not found; is --data the root the features were extracted from?"
+        raise FileNotFoundError(msg)
+    fs = read_features(emb_path)
+    a = ad.read_h5ad(st)
+    pos = a.obs_names.get_indexer(fs.barcode.astype(str)) if fs.barcode is not None else np.arange(a.n_obs)
+    if (pos < 0).any() or len(fs) != a.n_obs:
+        msg = f"--adata: embeddings of {sid} do not match the spots of {st} ({len(fs)} rows vs {a.n_obs} spots)"
+        raise SpadeInputError(msg)
+    X = np.zeros((a.n_obs, fs.features.shape[1]), np.float32)
+    X[pos] = fs.features
+    a.obsm[K.SPADE] = X
+    a.uns[K.UNS] = {
+        "params": {
+            "encoder": model.config.encoder,
+            "n_experts": model.config.n_experts,
+            "tau_r": fs.attrs.get("tau_r"),
+            "model_sha256": fs.attrs.get("model_sha256"),
+        }
+    }
+    with atomic_path(st) as tmp:
+        a.write_h5ad(tmp)

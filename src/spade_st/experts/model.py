@@ -1,0 +1,204 @@
+"""The SPADE model artefact: stacked expert heads + routing centroids, saved as safetensors + config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from .._atomic import atomic_path, atomic_write_json
+from .._validation import SpadeInputError
+from .heads import StackedHeads
+from .router import mix_experts, route_weights
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class SpadeConfig:
+    """Everything needed to rebuild and trace a model."""
+
+    encoder: str
+    feature_dim: int
+    genes: list[str]
+    n_experts: int = 16
+    k1: int = 16
+    out_dim: int = 256
+    dropout: float = 0.1
+    tau: float = 1.0
+    tau_r: float = 0.1
+    loss: str = "bleep"
+    gene_mode: str = "log1p"
+    group_key: str = "organ"
+    split: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    version: str = __version__
+
+
+class SpadeModel(nn.Module):
+    """Mixture of data experts over frozen patch features.
+
+    ``embed(features)`` routes each feature row over the stage-1 centroids and returns the weighted sum of
+    the experts' image heads (N, out_dim). ``embed_genes(expression)`` gives the gene-side embedding.
+    """
+
+    def __init__(self, config: SpadeConfig, centroids: np.ndarray | torch.Tensor, centroid_expert):
+        super().__init__()
+        self.config = config
+        c = torch.as_tensor(np.asarray(centroids, dtype=np.float32))
+        if c.ndim != 2 or c.shape[1] != config.feature_dim:
+            msg = f"centroids have shape {tuple(c.shape)}, expected (K, {config.feature_dim})"
+            raise SpadeInputError(msg)
+        ce = torch.as_tensor(np.asarray(centroid_expert, dtype=np.int64))
+        if ce.shape != (c.shape[0],) or ce.min() < 0 or ce.max() >= config.n_experts:
+            msg = (
+                f"centroid->expert map must be {c.shape[0]} integers in [0, {config.n_experts}), got {tuple(ce.shape)}"
+            )
+            raise SpadeInputError(msg)
+        self.register_buffer("centroids", c)
+        self.register_buffer("centroid_expert", ce)
+        E, d = config.n_experts, config.out_dim
+        self.image_heads = StackedHeads(E, config.feature_dim, d, config.dropout)
+        self.gene_heads = StackedHeads(E, len(config.genes), d, config.dropout)
+        if config.loss == "infonce":
+            self.logit_scale = nn.Parameter(torch.full((E,), float(np.log(1 / 0.07))))
+
+    @property
+    def device(self) -> torch.device:
+        return self.centroids.device
+
+    def _check_features(self, features, encoder: str | None) -> torch.Tensor:
+        if encoder is not None and encoder != self.config.encoder:
+            msg = f"this model was trained on {self.config.encoder!r} features, got {encoder!r} features"
+            raise SpadeInputError(msg)
+        x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+        if x.ndim != 2 or x.shape[1] != self.config.feature_dim:
+            msg = (
+                f"features have shape {tuple(x.shape)}; this model routes {self.config.feature_dim}-d "
+                f"{self.config.encoder} features"
+            )
+            raise SpadeInputError(msg)
+        return x
+
+    @torch.inference_mode()
+    def route(self, features, tau_r: float | None = None, topk: int | None = None, encoder: str | None = None):
+        """Expert weights α (N, E) as NumPy."""
+        x = self._check_features(features, encoder).to(self.device, torch.float32)
+        tau = self.config.tau_r if tau_r is None else tau_r
+        return route_weights(x, self.centroids, self.centroid_expert, self.config.n_experts, tau, topk).cpu().numpy()
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        features,
+        batch_size: int = 8192,
+        tau_r: float | None = None,
+        topk: int | None = None,
+        encoder: str | None = None,
+        return_weights: bool = False,
+    ):
+        """SPADE embeddings (N, out_dim) float32 of feature rows (N, feature_dim)."""
+        was_training = self.training
+        self.eval()
+        x_all = self._check_features(features, encoder)
+        tau = self.config.tau_r if tau_r is None else tau_r
+        out = np.empty((len(x_all), self.config.out_dim), np.float32)
+        wts = np.empty((len(x_all), self.config.n_experts), np.float32) if return_weights else None
+        for i in range(0, len(x_all), batch_size):
+            x = x_all[i : i + batch_size].to(self.device, torch.float32)
+            a = route_weights(x, self.centroids, self.centroid_expert, self.config.n_experts, tau, topk)
+            out[i : i + len(x)] = mix_experts(self.image_heads, x, a, sparse=topk is not None).cpu().numpy()
+            if wts is not None:
+                wts[i : i + len(x)] = a.cpu().numpy()
+        self.train(was_training)
+        return (out, wts) if return_weights else out
+
+    @torch.inference_mode()
+    def embed_genes(self, expression, features=None, batch_size: int = 8192) -> np.ndarray:
+        """Gene-side embeddings (N, out_dim) of panel expression (N, n_genes), as fed in training.
+
+        Routed by the spots' image ``features`` when given (the expert that would own the spot), else the
+        mean over experts.
+        """
+        self.eval()
+        g_all = torch.as_tensor(np.asarray(expression, dtype=np.float32))
+        if g_all.ndim != 2 or g_all.shape[1] != len(self.config.genes):
+            msg = f"expression has shape {tuple(g_all.shape)}; this model's panel has {len(self.config.genes)} genes"
+            raise SpadeInputError(msg)
+        alpha = None
+        if features is not None:
+            alpha = torch.as_tensor(self.route(features))
+        out = np.empty((len(g_all), self.config.out_dim), np.float32)
+        E = self.config.n_experts
+        for i in range(0, len(g_all), batch_size):
+            g = g_all[i : i + batch_size].to(self.device)
+            a = (
+                alpha[i : i + batch_size].to(self.device)
+                if alpha is not None
+                else torch.full((len(g), E), 1.0 / E, device=self.device)
+            )
+            out[i : i + len(g)] = mix_experts(self.gene_heads, g, a).cpu().numpy()
+        return out
+
+    # ---- artefact -------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: Path | str) -> Path:
+        """Write ``model.safetensors`` then ``config.json`` (each atomically) into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(folder / WEIGHTS) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "spade_st_version": __version__})
+        atomic_write_json(folder / CONFIG, asdict(self.config))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: Path | str, device: str | torch.device = "cpu") -> SpadeModel:
+        """Load a model folder; any missing, unexpected or mis-shaped tensor is an error."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                msg = f"model folder {folder} has no {p.name}; a spade-st model is model.safetensors + config.json"
+                raise FileNotFoundError(msg)
+        try:
+            raw = json.loads(cfg_path.read_text())
+            known = set(SpadeConfig.__dataclass_fields__)
+            unknown = sorted(set(raw) - known)
+            if unknown:
+                msg = f"{cfg_path} has unknown field(s) {unknown}; written by a newer spade-st?"
+                raise SpadeInputError(msg)
+            config = SpadeConfig(**raw)
+        except (json.JSONDecodeError, TypeError) as err:
+            msg = f"cannot read {cfg_path}: {err}"
+            raise SpadeInputError(msg) from err
+        try:
+            sd = load_file(str(w_path))
+        except (SafetensorError, OSError) as err:
+            msg = f"cannot read {w_path}: {err}; the file is truncated or not safetensors"
+            raise SpadeInputError(msg) from err
+        if "centroids" not in sd or "centroid_expert" not in sd:
+            msg = f"{w_path} lacks the routing tensors (centroids, centroid_expert)"
+            raise SpadeInputError(msg)
+        model = cls(config, sd["centroids"].numpy(), sd["centroid_expert"].numpy())
+        own = model.state_dict()
+        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        bad = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+        if missing or unexpected or bad:
+            msg = (
+                f"{w_path} does not match {cfg_path}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                f"wrong shape {bad[:3]}"
+            )
+            raise SpadeInputError(msg)
+        model.load_state_dict(sd, strict=True)
+        return model.to(device).eval()

@@ -1,0 +1,49 @@
+"""MoDE routing: fine stage-1 centroids vote for coarse experts (SPADE §1.9).
+
+w = softmax(−‖x − c_k‖₂ / τ_r) over all stage-1 centroids, α_e = Σ_{k→e} w_k; the embedding is
+Σ_e α_e · image_head_e(x). ``τ_r = 0`` is hard nearest-centroid routing; ``topk`` keeps the k heaviest experts
+per patch and renormalises their weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def route_weights(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    centroid_expert: torch.Tensor,
+    n_experts: int,
+    tau_r: float = 0.1,
+    topk: int | None = None,
+) -> torch.Tensor:
+    """Expert weights α (N, E) of features ``x`` (N, D); rows sum to 1."""
+    if x.shape[-1] != centroids.shape[-1]:
+        msg = f"features have dimension {x.shape[-1]}, the model routes {centroids.shape[-1]}-d features"
+        raise ValueError(msg)
+    d = torch.cdist(x.float(), centroids.float())  # (N, K) Euclidean
+    if tau_r == 0:
+        w = F.one_hot(d.argmin(1), num_classes=centroids.shape[0]).float()
+    else:
+        w = F.softmax(-d / tau_r, dim=1)
+    alpha = torch.zeros(len(x), n_experts, device=x.device, dtype=w.dtype)
+    alpha.index_add_(1, centroid_expert.long(), w)
+    if topk is not None and topk < n_experts:
+        vals, idx = alpha.topk(topk, dim=1)
+        alpha = torch.zeros_like(alpha).scatter_(1, idx, vals)
+    return alpha / alpha.sum(1, keepdim=True).clamp(min=1e-30)
+
+
+def mix_experts(heads, x: torch.Tensor, alpha: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """Σ_e α_e · head_e(x): dense = one batched contraction over all experts; sparse = only experts with α > 0."""
+    if not sparse:
+        h = heads.forward_all(x)  # (E, N, d)
+        return torch.einsum("ne,end->nd", alpha.to(h.dtype), h)
+    out = x.new_zeros(len(x), heads.out_dim)
+    rows, experts = torch.nonzero(alpha > 0, as_tuple=True)
+    for e in torch.unique(experts).tolist():
+        r = rows[experts == e]
+        out.index_add_(0, r, alpha[r, e, None].to(x.dtype) * heads.forward_experts(x[r], torch.full_like(r, e)))
+    return out

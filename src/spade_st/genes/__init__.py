@@ -1,0 +1,15 @@
+"""Gene panel (per-sample HVGs united by name) and symbol harmonisation."""
+
+from .panel import GenePanel, build_panel, panel_report, sample_hvgs
+from .symbols import canonical, harmonise, read_ensembl_table, sum_duplicates
+
+__all__ = [
+    "GenePanel",
+    "build_panel",
+    "canonical",
+    "harmonise",
+    "panel_report",
+    "read_ensembl_table",
+    "sample_hvgs",
+    "sum_duplicates",
+]

@@ -1,0 +1,122 @@
+"""The gene panel: per-sample top-N highly variable genes, united BY NAME across training samples.
+
+For each training sample: ``normalize_total(1e4)`` + ``log1p`` + ``highly_variable_genes(flavor="seurat",
+n_top_genes=N)`` (scanpy; SPADE uses N = 50). The panel is the union of those genes by harmonised symbol
+(case-insensitive, duplicates summed, optional Ensembl -> symbol table). A panel gene absent from a sample is
+zeros there, and counted in the report. The gene-head input is ``log1p(CP10k)`` of the panel, with library
+size over ALL of the sample's genes (``mode="log1p"``, default) or the raw panel counts as the released
+SPADE code fed them (``mode="raw"``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._atomic import atomic_write_json
+from .._validation import SpadeInputError
+from .symbols import harmonise, sum_duplicates
+
+
+@dataclass
+class GenePanel:
+    """An ordered list of canonical gene symbols and how expression is fed to the gene heads."""
+
+    genes: list[str]
+    mode: str = "log1p"  #: "log1p" (log1p CP10k) or "raw" (raw counts, as the released code)
+    n_top: int = 50
+    flavor: str = "seurat"
+    target_sum: float = 1e4
+    per_sample: dict[str, list[str]] = field(default_factory=dict)  #: each sample's own top genes
+    missing: dict[str, int] = field(default_factory=dict)  #: panel genes absent per sample (filled by transform)
+
+    def __len__(self) -> int:
+        return len(self.genes)
+
+    def to_json(self, path: Path | str) -> None:
+        atomic_write_json(path, asdict(self))
+
+    @classmethod
+    def from_json(cls, path: Path | str) -> GenePanel:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def transform(self, adata, sample_id: str = "", ensembl: dict | None = None) -> np.ndarray:
+        """Gene-head input (n_spots, len(panel)) float32 of one sample's raw counts."""
+        X = sp.csr_matrix(adata.X, dtype=np.float64)
+        names = harmonise(adata.var_names, ensembl)
+        X, names = sum_duplicates(X, names)
+        lib = np.asarray(X.sum(axis=1)).ravel()
+        pos = {g: i for i, g in enumerate(names)}
+        idx = np.array([pos.get(g, -1) for g in self.genes])
+        have = idx >= 0
+        out = np.zeros((X.shape[0], len(self.genes)), dtype=np.float64)
+        out[:, have] = X[:, idx[have]].toarray()
+        if self.mode == "log1p":
+            scale = np.where(lib > 0, self.target_sum / np.maximum(lib, 1e-12), 0.0)
+            out = np.log1p(out * scale[:, None])
+        elif self.mode != "raw":
+            msg = f"gene panel mode must be 'log1p' or 'raw', got {self.mode!r}"
+            raise ValueError(msg)
+        if sample_id:
+            self.missing[sample_id] = int((~have).sum())
+        return out.astype(np.float32)
+
+
+def sample_hvgs(adata, n_top: int = 50, flavor: str = "seurat", target_sum: float = 1e4, ensembl=None) -> list[str]:
+    """Top ``n_top`` highly variable genes of one sample (harmonised symbols)."""
+    import anndata as ad
+    import scanpy as sc
+
+    X, names = sum_duplicates(sp.csr_matrix(adata.X, dtype=np.float32), harmonise(adata.var_names, ensembl))
+    keep = np.asarray(X.sum(axis=0)).ravel() > 0
+    a = ad.AnnData(X=X[:, keep].astype(np.float32), var=pd.DataFrame(index=pd.Index(names[keep].astype(str))))
+    if a.n_obs < 2 or a.n_vars < 2:
+        msg = (
+            f"sample has {a.n_obs} spots and {a.n_vars} expressed genes; highly variable genes need at least 2 of each"
+        )
+        raise SpadeInputError(msg)
+    sc.pp.normalize_total(a, target_sum=target_sum)
+    sc.pp.log1p(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # constant genes give NaN dispersions
+        sc.pp.highly_variable_genes(a, n_top_genes=min(n_top, a.n_vars), flavor=flavor)
+    hv = a.var[a.var["highly_variable"]]
+    order = hv["dispersions_norm"].sort_values(ascending=False, kind="stable").index
+    return [str(g) for g in order]
+
+
+def build_panel(samples, n_top: int = 50, mode: str = "log1p", flavor: str = "seurat", ensembl=None) -> GenePanel:
+    """Union by name of each sample's top-``n_top`` HVGs (samples: objects with ``.id`` and ``.adata``)."""
+    per, seen = {}, {}
+    for s in samples:
+        try:
+            genes = sample_hvgs(s.adata, n_top, flavor, ensembl=ensembl)
+        except SpadeInputError as err:
+            msg = f"sample {s.id}: {err}"
+            raise SpadeInputError(msg) from err
+        per[s.id] = genes
+        for g in genes:
+            seen.setdefault(g, len(seen))
+    if not seen:
+        msg = "no highly variable genes found: are the training samples empty?"
+        raise SpadeInputError(msg)
+    return GenePanel(genes=list(seen), mode=mode, n_top=n_top, flavor=flavor, per_sample=per)
+
+
+def panel_report(panel: GenePanel) -> pd.DataFrame:
+    """Per sample: own top genes, panel genes missing (zeros) there."""
+    ids = sorted(set(panel.per_sample) | set(panel.missing))
+    return pd.DataFrame(
+        {
+            "sample": ids,
+            "own_hvgs": [len(panel.per_sample.get(i, [])) for i in ids],
+            "panel_genes_missing": [panel.missing.get(i, np.nan) for i in ids],
+            "panel_size": len(panel),
+        }
+    )

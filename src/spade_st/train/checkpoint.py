@@ -1,0 +1,68 @@
+"""Epoch checkpoints: one safetensors file (model, optimiser, best-so-far per expert, bookkeeping), atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._atomic import atomic_path
+from .._validation import SpadeInputError
+
+LAST = "last.safetensors"
+
+
+def config_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(folder: Path, model, opt, state: dict, cfg_hash: str) -> None:
+    """Write ``folder/last.safetensors`` atomically (a kill mid-write leaves the previous one intact)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors |= opt.state_tensors()
+    tensors |= {f"best.{k}": v.contiguous() for k, v in state["best_params"].items()}
+    for k in ("best_val", "best_epoch", "since_best", "stopped"):
+        tensors[f"state.{k}"] = torch.as_tensor(np.asarray(state[k]))
+    meta = {"epoch": str(state["epoch"]), "config_hash": cfg_hash, "history": json.dumps(state["history"])}
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / LAST) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:
+    """Restore from ``folder/last.safetensors``; None if there is none. A different config is refused."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = folder / LAST
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        sd = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        msg = f"cannot read checkpoint {path} ({err}); delete it to restart training from scratch"
+        raise SpadeInputError(msg) from err
+    if meta.get("config_hash") != cfg_hash:
+        msg = (
+            f"checkpoint {path} was written with different training settings; use a new --out, or delete "
+            f"{folder} to restart"
+        )
+        raise SpadeInputError(msg)
+    model.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith("model.")}, strict=True)
+    opt.load_state_tensors(sd)
+    return {
+        "epoch": int(meta["epoch"]),
+        "history": json.loads(meta["history"]),
+        "best_params": {k[5:]: v for k, v in sd.items() if k.startswith("best.")},
+        "best_val": sd["state.best_val"].numpy().copy(),
+        "best_epoch": sd["state.best_epoch"].numpy().copy(),
+        "since_best": sd["state.since_best"].numpy().copy(),
+        "stopped": sd["state.stopped"].numpy().copy(),
+    }

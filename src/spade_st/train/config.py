@@ -1,0 +1,105 @@
+"""Typed pretraining configuration, loaded from YAML and overridden by CLI flags."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .._validation import SpadeInputError
+
+
+@dataclass
+class PretrainConfig:
+    """Options of ``spade-st pretrain``. Defaults are the paper's (SPADE_METHOD.md §1.4-1.8)."""
+
+    data: Path | None = None
+    features: Path | None = None  #: FEATS/<encoder>
+    out: Path | None = None
+    encoder: str | None = None  #: default: read from the feature files
+    exclude: list[str] = field(default_factory=list)
+    # gene panel
+    n_top_genes: int = 50
+    gene_mode: str = "log1p"  #: "log1p" (log1p CP10k, by name) or "raw" (raw counts, as the released code)
+    # split
+    val_fraction: float = 0.1
+    group_key: str = "organ"
+    # clustering
+    k1: int = 16
+    experts: int = 16
+    kmeans_backend: str = "auto"
+    kmeans_niter: int = 50
+    kmeans_nredo: int = 5
+    small_group: str = "shrink"
+    empty_expert: str = "error"
+    # model and loss
+    out_dim: int = 256
+    dropout: float = 0.1
+    loss: str = "bleep"  #: "bleep" (paper) or "infonce" (L2-normalised, learnable temperature)
+    tau: float = 1.0
+    tau_r: float = 0.1
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    epochs: int = 100
+    batch_size: int = 512
+    early_stop: int | None = None  #: patience in epochs per expert (None: train all epochs)
+    seed: int = 42
+    device: str | None = None
+    store_dtype: str = "float32"
+    progress: bool = True
+
+    def validate(self) -> PretrainConfig:
+        for name in ("data", "features", "out"):
+            if getattr(self, name) is None:
+                msg = f"pretrain needs --{name} (or '{name}:' in the config file)"
+                raise SpadeInputError(msg)
+        self.data, self.features, self.out = Path(self.data), Path(self.features), Path(self.out)
+        checks = [
+            (self.gene_mode in ("log1p", "raw"), "gene_mode must be 'log1p' or 'raw'"),
+            (self.loss in ("bleep", "infonce"), "loss must be 'bleep' or 'infonce'"),
+            (self.k1 >= 1 and self.experts >= 1, "k1 and experts must be >= 1"),
+            (self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2 are needed"),
+            (self.tau > 0 and self.tau_r >= 0, "tau must be > 0 and tau_r >= 0"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SpadeInputError(msg)
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def training_key(self) -> dict:
+        """The settings a checkpoint must share to be resumed (paths, device and progress may change)."""
+        d = self.to_dict()
+        for k in ("data", "features", "out", "device", "progress"):
+            d.pop(k)
+        return d
+
+
+def load_config(path: Path | str | None = None, **overrides) -> PretrainConfig:
+    """A config from a YAML file (unknown keys are an error), with non-None ``overrides`` applied on top."""
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            msg = f"config file {p} not found"
+            raise FileNotFoundError(msg)
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            msg = f"cannot parse {p}: {err}"
+            raise SpadeInputError(msg) from err
+        if not isinstance(values, dict):
+            msg = f"{p} must be a mapping of option: value"
+            raise SpadeInputError(msg)
+        known = {f.name for f in fields(PretrainConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            msg = f"{p}: unknown option(s) {unknown}; known: {sorted(known)}"
+            raise SpadeInputError(msg)
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    return PretrainConfig(**values).validate()

@@ -1,0 +1,119 @@
+"""The batched training loop: every expert takes one step on a batch of its own spots, in one module.
+
+Epoch structure: expert e has ``steps_e = ceil(n_e / B)`` batches per epoch (a fresh seeded permutation of its
+own spots each epoch; the last batch may be short and is masked). A global epoch runs ``max_e steps_e``
+steps and expert e is active in the first ``steps_e`` of them, so each expert sees its data exactly once per
+epoch, with its own per-step cosine schedule over ``steps_e * epochs`` steps, as if trained alone.
+Under torchrun each rank takes a slice of every expert's batch; negatives are all-gathered so the loss is
+that of the global batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..encoders._dist import DistInfo
+from ..experts.loss import bleep_loss, infonce_loss
+
+
+class ExpertBatches:
+    """Seeded per-expert permutations and the (E, B) index/mask arrays of each step."""
+
+    def __init__(self, expert_rows: list[np.ndarray], batch_size: int, seed: int):
+        self.rows, self.B, self.seed = expert_rows, batch_size, seed
+        self.steps = np.array([int(np.ceil(len(r) / batch_size)) for r in expert_rows])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.steps.max())
+
+    def epoch(self, epoch: int):
+        """Yield (step, idx (E, B) int64, mask (E, B) bool, active (E,) bool) for one epoch."""
+        E = len(self.rows)
+        perms = [np.random.default_rng([self.seed, epoch, e]).permutation(r) for e, r in enumerate(self.rows)]
+        for t in range(self.n_steps):
+            idx = np.zeros((E, self.B), np.int64)
+            mask = np.zeros((E, self.B), bool)
+            for e, p in enumerate(perms):
+                chunk = p[t * self.B : (t + 1) * self.B]
+                idx[e, : len(chunk)] = chunk
+                idx[e, len(chunk) :] = chunk[0] if len(chunk) else 0
+                mask[e, : len(chunk)] = True
+            yield t, idx, mask, mask.any(1)
+
+
+def gather_rows(store_arr: np.ndarray, idx: np.ndarray, device) -> torch.Tensor:
+    """Rows ``idx`` (any shape) of a memory-mapped array, read in sorted order, as float32 on ``device``."""
+    flat = idx.ravel()
+    uniq, inv = np.unique(flat, return_inverse=True)
+    block = np.asarray(store_arr[uniq], dtype=np.float32)[inv]
+    return torch.from_numpy(block.reshape(*idx.shape, -1)).to(device, non_blocking=True)
+
+
+def _gather_with_local(x: torch.Tensor, info: DistInfo, dim: int = 1) -> torch.Tensor:
+    """All-gather along ``dim``; this rank's slice keeps its autograd graph, the others are constants."""
+    parts = [torch.empty_like(x) for _ in range(info.world_size)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[info.rank] = x
+    return torch.cat(parts, dim=dim)
+
+
+def expert_losses(model, feats, genes, mask, loss: str, tau: float, info: DistInfo | None = None) -> torch.Tensor:
+    """Per-expert loss (E,) of one step's batches (E, b, ·); with ``info`` the global batch across ranks."""
+    z = model.image_heads(feats)
+    s = model.gene_heads(genes)
+    m = mask
+    if info is not None and info.world_size > 1:
+        z, s = _gather_with_local(z, info), _gather_with_local(s, info)
+        m = _gather_with_local(mask, info)
+    if loss == "infonce":
+        return infonce_loss(z, s, model.logit_scale, m)
+    return bleep_loss(z, s, tau, m)
+
+
+def allreduce_grads(params, info: DistInfo) -> None:
+    """Sum gradients across ranks: each rank holds the gradient through its own slice of the global batch."""
+    if info.world_size <= 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+@torch.no_grad()
+def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int, loss: str, tau: float, device):
+    """Mean loss per expert over its validation spots (NaN for an expert with none), dropout off."""
+    was = model.training
+    model.eval()
+    E = len(val_rows)
+    total, count = np.zeros(E), np.zeros(E)
+    n_steps = max((int(np.ceil(len(r) / batch_size)) for r in val_rows), default=0)
+    for t in range(n_steps):
+        idx = np.zeros((E, batch_size), np.int64)
+        mask = np.zeros((E, batch_size), bool)
+        for e, r in enumerate(val_rows):
+            chunk = r[t * batch_size : (t + 1) * batch_size]
+            idx[e, : len(chunk)] = chunk
+            idx[e, len(chunk) :] = chunk[0] if len(chunk) else 0
+            mask[e, : len(chunk)] = True
+        m = torch.from_numpy(mask).to(device)
+        per = (
+            expert_losses(
+                model,
+                gather_rows(store.features, idx, device),
+                gather_rows(store.expression, idx, device),
+                m,
+                loss,
+                tau,
+            )
+            .cpu()
+            .numpy()
+        )
+        k = mask.sum(1)
+        total += np.where(k > 0, per * k, 0.0)
+        count += k
+    model.train(was)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)

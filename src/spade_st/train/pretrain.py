@@ -1,0 +1,244 @@
+"""``spade-st pretrain``: split -> gene panel -> packed store -> two-stage clustering -> batched experts.
+
+Every stage writes its result into the output folder and is reused on a rerun; training checkpoints after
+every epoch, so a killed run continues from the last checkpoint and ends where an uninterrupted run ends
+(bit-identical on CPU: each epoch's shuffles and dropout are seeded by (seed, epoch)).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._atomic import atomic_write_json, atomic_write_text
+from .._validation import SpadeInputError
+from ..encoders._dist import barrier, default_device, init_distributed
+from ..experts.clustering import TwoStageClustering
+from ..experts.model import SpadeConfig, SpadeModel
+from .checkpoint import config_hash, load_checkpoint, save_checkpoint
+from .config import PretrainConfig
+from .loop import ExpertBatches, allreduce_grads, expert_losses, gather_rows, validation_losses
+from .optim import StackedAdamW, cosine_lr
+from .splits import Split, make_split
+from .store import build_store, open_store
+
+
+def _infer_encoder(features: Path) -> str:
+    from ..encoders.features import read_features
+
+    files = sorted(features.glob("*.h5"))
+    if not files:
+        msg = f"no feature files in {features}; run `spade-st extract` and pass --features FEATS/<encoder>"
+        raise FileNotFoundError(msg)
+    return str(read_features(files[0]).attrs.get("encoder") or features.name)
+
+
+def prepare(cfg: PretrainConfig):
+    """Split, panel, store and clustering (rank 0 writes; reused when present). Returns their paths."""
+    from ..genes import GenePanel, build_panel
+    from ..io import read_hest
+
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    samples = read_hest(cfg.data)
+    split_path = out / "split.json"
+    split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude)
+    if split_path.is_file() and json.loads(split_path.read_text()) != split.to_dict():
+        msg = f"{split_path} holds a different split than these settings give; use a new --out"
+        raise SpadeInputError(msg)
+    atomic_write_json(split_path, split.to_dict())
+    by_id = {s.id: s for s in samples}
+    panel_path = out / "panel.json"
+    if panel_path.is_file():
+        panel = GenePanel.from_json(panel_path)
+    else:
+        panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes, mode=cfg.gene_mode)
+        panel.to_json(panel_path)
+    used = [by_id[i] for i in split.train + split.val]
+    store = build_store(
+        used, cfg.features, panel, out / "store", cfg.encoder, cfg.group_key, cfg.store_dtype, progress=cfg.progress
+    )
+    panel.to_json(panel_path)  # now with the per-sample missing-gene counts
+    clu_path = out / "clustering.npz"
+    if not clu_path.is_file():
+        tr = store.rows_of(split.train)
+        feats = np.asarray(store.features[tr], dtype=np.float32)
+        clu = TwoStageClustering(
+            k1=cfg.k1,
+            n_experts=cfg.experts,
+            small_group=cfg.small_group,
+            empty_expert=cfg.empty_expert,
+            backend=cfg.kmeans_backend,
+            seed=cfg.seed,
+            niter=cfg.kmeans_niter,
+            nredo=cfg.kmeans_nredo,
+        )
+        clu.fit(feats, store.index["group"].to_numpy()[tr])
+        va = store.rows_of(split.val)
+        val_exp = clu.predict(np.asarray(store.features[va], dtype=np.float32)) if len(va) else np.zeros(0, int)
+        qc = clu.qc_table(store.index["group"].to_numpy()[tr])
+        atomic_write_text(out / "clustering_qc.csv", qc.to_csv(index=False))
+        from .._atomic import atomic_path
+
+        with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                centroids=clu.centroids_,
+                centroid_expert=clu.centroid_expert_,
+                centroid_group=clu.centroid_group_.astype(str),
+                train_rows=tr,
+                train_expert=clu.experts_,
+                val_rows=va,
+                val_expert=val_exp,
+            )
+    return split, panel
+
+
+def _expert_rows(clu, n_experts: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    tr = [clu["train_rows"][clu["train_expert"] == e] for e in range(n_experts)]
+    va = [clu["val_rows"][clu["val_expert"] == e] for e in range(n_experts)]
+    return tr, va
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Run (or resume) pretraining; returns the model folder (``cfg.out``)."""
+    cfg = cfg.validate()
+    cfg.encoder = cfg.encoder or _infer_encoder(cfg.features)
+    info = init_distributed(cfg.device)
+    device = torch.device(default_device(info, cfg.device))
+    if info.is_main:
+        atomic_write_json(cfg.out / "pretrain_config.json", cfg.to_dict() | {"version": __version__})
+        split, panel = prepare(cfg)
+    barrier(info)
+    if not info.is_main:
+        from ..genes import GenePanel
+
+        split = Split(**json.loads((cfg.out / "split.json").read_text()))
+        panel = GenePanel.from_json(cfg.out / "panel.json")
+    store = open_store(cfg.out / "store")
+    clu = dict(np.load(cfg.out / "clustering.npz"))
+    E = int(clu["centroid_expert"].max()) + 1
+    train_rows, val_rows = _expert_rows(clu, E)
+    mcfg = SpadeConfig(
+        encoder=cfg.encoder,
+        feature_dim=int(store.features.shape[1]),
+        genes=list(panel.genes),
+        n_experts=E,
+        k1=cfg.k1,
+        out_dim=cfg.out_dim,
+        dropout=cfg.dropout,
+        tau=cfg.tau,
+        tau_r=cfg.tau_r,
+        loss=cfg.loss,
+        gene_mode=cfg.gene_mode,
+        group_key=cfg.group_key,
+        split=split.to_dict(),
+        train=cfg.training_key(),
+    )
+    torch.manual_seed(cfg.seed)
+    model = SpadeModel(mcfg, clu["centroids"], clu["centroid_expert"]).to(device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    model.image_heads.reset_parameters(g)
+    model.gene_heads.reset_parameters(g)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = StackedAdamW(params, E, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.batch_size % info.world_size:
+        msg = f"batch size {cfg.batch_size} is not divisible by the {info.world_size} ranks"
+        raise SpadeInputError(msg)
+    batches = ExpertBatches(train_rows, cfg.batch_size, cfg.seed)
+    total = torch.as_tensor(batches.steps * cfg.epochs)
+    ckpt_dir = cfg.out / "checkpoints"
+    chash = config_hash(mcfg.train | {"genes": mcfg.genes, "E": E})
+    state = load_checkpoint(ckpt_dir, model, opt, chash)
+    if state is None:
+        state = {
+            "epoch": 0,
+            "history": [],
+            "best_val": np.full(E, np.inf),
+            "best_epoch": np.full(E, -1),
+            "since_best": np.zeros(E, np.int64),
+            "stopped": np.zeros(E, bool),
+            "best_params": {k: v.detach().cpu().clone() for k, v in model.named_parameters()},
+        }
+    b_local = cfg.batch_size // info.world_size
+    sl = slice(info.rank * b_local, (info.rank + 1) * b_local)
+    bar = tqdm(
+        range(state["epoch"], cfg.epochs),
+        desc="pretrain",
+        unit="epoch",
+        disable=not cfg.progress or not info.is_main,
+        initial=state["epoch"],
+        total=cfg.epochs,
+    )
+    for epoch in bar:
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: a function of (seed, epoch) only
+        model.train()
+        run_loss, run_n = np.zeros(E), np.zeros(E)
+        for _, idx, mask, active in batches.epoch(epoch):
+            active = active & ~state["stopped"]
+            if not active.any():
+                continue
+            idx_l, mask_l = idx[:, sl], mask[:, sl]
+            feats = gather_rows(store.features, idx_l, device)
+            genes = gather_rows(store.expression, idx_l, device)
+            m = torch.from_numpy(mask_l).to(device)
+            opt.zero_grad()
+            per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info)
+            act = torch.from_numpy(active).to(device)
+            (per * act).sum().backward()
+            allreduce_grads(params, info)
+            lr = cosine_lr(cfg.lr, opt.steps, total)
+            opt.step(lr, torch.from_numpy(active))
+            run_loss += np.where(active, per.detach().cpu().numpy(), 0)
+            run_n += active
+        with np.errstate(invalid="ignore"):
+            tr_loss = run_loss / np.maximum(run_n, 1)
+        val = validation_losses(model, store, val_rows, cfg.batch_size, cfg.loss, cfg.tau, device)
+        score = np.where(np.isnan(val), tr_loss, val)  # an expert without validation spots keeps its last epoch
+        improved = (score < state["best_val"]) & ~state["stopped"]
+        for k, v in model.named_parameters():
+            best = state["best_params"][k]
+            best[torch.from_numpy(improved)] = v.detach().cpu()[torch.from_numpy(improved)]
+        state["best_val"] = np.where(improved, score, state["best_val"])
+        state["best_epoch"] = np.where(improved, epoch, state["best_epoch"])
+        state["since_best"] = np.where(improved, 0, state["since_best"] + 1)
+        if cfg.early_stop is not None:
+            state["stopped"] = state["stopped"] | (state["since_best"] >= cfg.early_stop)
+        state["history"] += [
+            {
+                "epoch": epoch,
+                "expert": e,
+                "train_loss": float(tr_loss[e]),
+                "val_loss": float(val[e]),
+                "lr": float(cosine_lr(cfg.lr, opt.steps, total)[e]),
+            }
+            for e in range(E)
+        ]
+        state["epoch"] = epoch + 1
+        if info.is_main:
+            save_checkpoint(ckpt_dir, model, opt, state, chash)
+            bar.set_postfix_str(" ".join(f"{x:.2f}" for x in (val if not np.isnan(val).all() else tr_loss)))
+        barrier(info)
+    bar.close()
+    if info.is_main:
+        with torch.no_grad():
+            for k, v in model.named_parameters():
+                v.copy_(state["best_params"][k].to(v.device))
+        model.config.train = model.config.train | {
+            "best_epoch": [int(x) for x in state["best_epoch"]],
+            "best_val": [float(x) for x in state["best_val"]],
+            "train_spots": [len(r) for r in train_rows],
+            "val_spots": [len(r) for r in val_rows],
+            "world_size": info.world_size,
+        }
+        model.save_pretrained(cfg.out)
+        atomic_write_text(cfg.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
+    barrier(info)
+    return cfg.out

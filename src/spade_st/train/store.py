@@ -1,0 +1,143 @@
+"""A training run's data packed into contiguous memory-mapped arrays (not one file per spot).
+
+``features.npy`` (N, D) and ``expression.npy`` (N, G) are ``.npy`` files opened with ``mmap_mode="r"``, so
+millions of spots train in bounded RAM; ``index.csv`` says which sample, barcode and group each row is.
+Built sample by sample; ``store.json`` (written last) marks a finished store and records what it holds, so a
+rerun with the same inputs reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .._atomic import atomic_write_json, atomic_write_text
+from .._validation import SpadeInputError
+from ..encoders.features import read_features
+
+MANIFEST = "store.json"
+
+
+@dataclass
+class Store:
+    """Open, memory-mapped training arrays."""
+
+    folder: Path
+    features: np.ndarray
+    expression: np.ndarray
+    index: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rows_of(self, sample_ids) -> np.ndarray:
+        return np.flatnonzero(self.index["sample"].isin(list(sample_ids)).to_numpy())
+
+
+def _spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def open_store(folder: Path | str) -> Store:
+    folder = Path(folder)
+    return Store(
+        folder,
+        np.load(folder / "features.npy", mmap_mode="r"),
+        np.load(folder / "expression.npy", mmap_mode="r"),
+        pd.read_csv(folder / "index.csv", dtype={"sample": str, "barcode": str, "group": str}),
+    )
+
+
+def build_store(
+    samples,
+    features_dir: Path | str,
+    panel,
+    folder: Path | str,
+    encoder: str,
+    group_key: str = "organ",
+    dtype: str = "float32",
+    progress: bool = True,
+) -> Store:
+    """Pack features and panel expression of ``samples`` into ``folder`` (reused when already built)."""
+    folder, features_dir = Path(folder), Path(features_dir)
+    spec = {
+        "samples": [s.id for s in samples],
+        "genes": list(panel.genes),
+        "mode": panel.mode,
+        "encoder": encoder,
+        "features_dir": str(features_dir.resolve()),
+        "group_key": group_key,
+        "dtype": dtype,
+    }
+    h = _spec_hash(spec)
+    man = folder / MANIFEST
+    if man.is_file() and json.loads(man.read_text()).get("hash") == h:
+        return open_store(folder)
+    # check every feature file before writing anything
+    sizes, problems = [], []
+    for s in samples:
+        p = features_dir / f"{s.id}.h5"
+        if not p.is_file():
+            problems.append(f"{s.id}: no features at {p}")
+            sizes.append(0)
+            continue
+        fs = read_features(p, require_complete=True)
+        if fs.attrs.get("encoder") not in (None, encoder):
+            problems.append(f"{s.id}: features are from {fs.attrs.get('encoder')!r}, expected {encoder!r}")
+        sizes.append(len(fs))
+    if problems:
+        msg = (
+            "cannot pack the training data:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + (f"\nrun `spade-st extract --data ROOT --encoder {encoder} --out FEATS` first")
+        )
+        raise SpadeInputError(msg)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n, dim = sum(sizes), None
+    rows, start = [], 0
+    feats = expr = None
+    for s, _ in zip(tqdm(samples, desc="pack store", disable=not progress), sizes, strict=True):
+        fs = read_features(features_dir / f"{s.id}.h5")
+        if feats is None:
+            dim = fs.features.shape[1]
+            feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n, dim))
+            expr = np.lib.format.open_memmap(tmp / "expression.npy", mode="w+", dtype=dtype, shape=(n, len(panel)))
+        if fs.features.shape[1] != dim:
+            msg = f"{s.id}: features are {fs.features.shape[1]}-d, earlier samples {dim}-d"
+            raise SpadeInputError(msg)
+        if not np.isfinite(fs.features).all():
+            msg = f"{s.id}: features contain NaN/Inf; re-extract with --overwrite"
+            raise SpadeInputError(msg)
+        a = s.adata
+        bc = fs.barcode if fs.barcode is not None else np.asarray(a.obs_names)
+        pos = pd.Index(a.obs_names.astype(str)).get_indexer(pd.Index(bc.astype(str)))
+        if (pos < 0).any():
+            msg = f"{s.id}: {int((pos < 0).sum())} feature barcodes are not spots of the sample; re-extract"
+            raise SpadeInputError(msg)
+        g = panel.transform(a[pos], sample_id=s.id)
+        k = len(fs)
+        feats[start : start + k] = fs.features
+        expr[start : start + k] = g
+        group = str(s.meta.get(group_key)) if s.meta.get(group_key) is not None else "unknown"
+        rows.append(pd.DataFrame({"sample": s.id, "barcode": bc.astype(str), "group": group, "patient": s.patient}))
+        start += k
+    feats.flush()
+    expr.flush()
+    del feats, expr
+    pd.concat(rows, ignore_index=True).to_csv(tmp / "index.csv", index=False)
+    atomic_write_text(tmp / "panel_missing.json", json.dumps(panel.missing, indent=1))
+    atomic_write_json(tmp / MANIFEST, {"hash": h, "spec": spec, "n": n})
+    os.replace(tmp, folder)
+    return open_store(folder)

@@ -1,0 +1,142 @@
+"""Loss, heads and optimiser against direct, independent transcriptions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spade_st.experts import StackedHeads, bleep_loss, infonce_loss
+from spade_st.train.optim import StackedAdamW, cosine_lr
+
+
+def bleep_reference(z: torch.Tensor, s: torch.Tensor, tau: float) -> torch.Tensor:
+    """The formula written out element by element (B x d inputs, one expert)."""
+    B = z.shape[0]
+    L = torch.zeros(B, B, dtype=torch.float64)
+    T = torch.zeros(B, B, dtype=torch.float64)
+    z, s = z.double(), s.double()
+    for i in range(B):
+        for j in range(B):
+            L[i, j] = torch.dot(s[i], z[j]) / tau
+            T[i, j] = (torch.dot(z[i], z[j]) + torch.dot(s[i], s[j])) / 2 * tau
+    T = torch.exp(T - T.max(1, keepdim=True).values)
+    T = T / T.sum(1, keepdim=True)
+    total = 0.0
+    for i in range(B):
+        logp_row = L[i] - torch.logsumexp(L[i], 0)  # log softmax of row i of L
+        spot = -(T[i] * logp_row).sum()
+        col = L[:, i]  # row i of L^T
+        logp_col = col - torch.logsumexp(col, 0)
+        img = -(T[:, i] * logp_col).sum()  # row i of T^T, not renormalised
+        total += (img + spot) / 2
+    return total / B
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5, 2.0])
+def test_bleep_loss_matches_formula(tau):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 7, 5, generator=g)
+    s = torch.randn(3, 7, 5, generator=g)
+    got = bleep_loss(z, s, tau)
+    for e in range(3):
+        torch.testing.assert_close(got[e].double(), bleep_reference(z[e], s[e], tau), rtol=1e-5, atol=1e-6)
+
+
+def test_mask_equals_shorter_batch():
+    g = torch.Generator().manual_seed(1)
+    z, s = torch.randn(2, 6, 4, generator=g), torch.randn(2, 6, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    got = bleep_loss(z, s, 1.0, mask)
+    torch.testing.assert_close(got[0], bleep_loss(z[:1, :4], s[:1, :4])[0])
+    torch.testing.assert_close(got[1], bleep_loss(z[1:], s[1:])[0])
+    # padding gets no gradient and the loss stays finite
+    z.requires_grad_(True)
+    bleep_loss(z, s, 1.0, mask).sum().backward()
+    assert torch.isfinite(z.grad).all() and (z.grad[0, 4:] == 0).all()
+
+
+def test_infonce_matches_clip():
+    g = torch.Generator().manual_seed(2)
+    z, s = torch.randn(1, 8, 4, generator=g), torch.randn(1, 8, 4, generator=g)
+    scale = torch.tensor([np.log(10.0)], dtype=torch.float32)
+    logits = 10.0 * F.normalize(s[0], dim=-1) @ F.normalize(z[0], dim=-1).T
+    y = torch.arange(8)
+    ref = (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)) / 2
+    torch.testing.assert_close(infonce_loss(z, s, scale)[0], ref)
+
+
+class BleepHead(nn.Module):
+    """BLEEP's ProjectionHead, written independently as the reference."""
+
+    def __init__(self, d_in, d_out=256, dropout=0.1):
+        super().__init__()
+        self.projection = nn.Linear(d_in, d_out)
+        self.gelu = nn.GELU()
+        self.fc = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(d_out)
+
+    def forward(self, x):
+        p = self.projection(x)
+        x = self.dropout(self.fc(self.gelu(p)))
+        return self.layer_norm(x + p)
+
+
+def test_stacked_heads_equal_separate_heads():
+    torch.manual_seed(0)
+    E, d_in = 3, 10
+    refs = [BleepHead(d_in, 16).eval() for _ in range(E)]
+    for r in refs:  # non-trivial LayerNorm parameters
+        nn.init.normal_(r.layer_norm.weight)
+        nn.init.normal_(r.layer_norm.bias)
+    heads = StackedHeads(E, d_in, 16).eval()
+    for e, r in enumerate(refs):
+        heads.load_expert_state(e, r.state_dict())
+    x = torch.randn(E, 5, d_in)
+    expect = torch.stack([refs[e](x[e]) for e in range(E)])
+    torch.testing.assert_close(heads(x), expect, rtol=1e-5, atol=1e-5)
+    flat = torch.randn(7, d_in)
+    torch.testing.assert_close(heads.forward_all(flat), torch.stack([r(flat) for r in refs]), rtol=1e-5, atol=1e-5)
+    sel = torch.tensor([2, 0, 1, 2, 2, 0, 1])
+    torch.testing.assert_close(
+        heads.forward_experts(flat, sel),
+        torch.stack([refs[int(e)](flat[i]) for i, e in enumerate(sel)]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    for e, r in enumerate(refs):
+        for k, v in heads.expert_state(e).items():
+            torch.testing.assert_close(v, r.state_dict()[k])
+
+
+def test_stacked_adamw_equals_separate_adamw_with_own_schedule():
+    """In float64 (so only the maths is compared, not summation order), one stacked step = E AdamW steps."""
+    torch.manual_seed(0)
+    E, d_in = 3, 6
+    refs = [BleepHead(d_in, 8, dropout=0.0).double() for _ in range(E)]
+    heads = StackedHeads(E, d_in, 8, dropout=0.0).double()
+    for e, r in enumerate(refs):
+        heads.load_expert_state(e, r.state_dict())
+    opts = [torch.optim.AdamW(r.parameters(), lr=1e-2, weight_decay=1e-2) for r in refs]
+    sopt = StackedAdamW(heads.parameters(), E, lr=1e-2, weight_decay=1e-2)
+    total = torch.tensor([6, 4, 6])  # expert 1 finishes early
+    for step in range(6):
+        active = torch.tensor([True, step < 4, step != 2])  # expert 2 skips a step
+        x = torch.randn(E, 5, d_in, dtype=torch.float64)
+        lr = cosine_lr(1e-2, sopt.steps, total)
+        sopt.zero_grad()
+        (heads(x).pow(2).sum(dim=(1, 2)) * active).sum().backward()
+        for e in range(E):
+            if active[e]:
+                for g in opts[e].param_groups:
+                    g["lr"] = float(lr[e])
+                opts[e].zero_grad()
+                refs[e](x[e]).pow(2).sum().backward()
+                opts[e].step()
+        sopt.step(lr, active)
+    for e, r in enumerate(refs):
+        for k, v in heads.expert_state(e).items():
+            torch.testing.assert_close(v, r.state_dict()[k], rtol=1e-10, atol=1e-12)
