@@ -47,9 +47,13 @@ def test_topk_routing():
     dense, w = m.embed(x, tau_r=5.0, return_weights=True)
     sparse, ws = m.embed(x, tau_r=5.0, topk=3, return_weights=True)  # k = E: identical to dense
     np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ws, w, rtol=1e-6)
     s1, w1 = m.embed(x, tau_r=5.0, topk=1, return_weights=True)
     assert ((w1 > 0).sum(1) == 1).all() and np.allclose(w1.sum(1), 1)
     assert (w1.argmax(1) == w.argmax(1)).all()
+    with torch.no_grad():
+        heads = m.image_heads.eval().forward_all(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(s1, heads[w.argmax(1), np.arange(40)], rtol=1e-5, atol=1e-5)
 
 
 def test_wrong_feature_dim_or_encoder_refused():
