@@ -208,6 +208,7 @@ def _cmd_pretrain(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        lr=args.lr,
         loss=args.loss,
         gene_mode=args.gene_mode,
         early_stop=args.early_stop,
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--batch-size", type=int)
     pt.add_argument("--device")
     pt.add_argument("--seed", type=int)
+    pt.add_argument("--lr", type=float)
     pt.add_argument("--loss", choices=["bleep", "infonce"])
     pt.add_argument("--gene-mode", choices=["log1p", "raw"])
     pt.add_argument("--early-stop", type=int, help="patience in epochs per expert")

@@ -30,7 +30,9 @@ class TwoStageClustering:
         An expert whose centroids own no training spot: ``"error"`` or ``"drop"`` (its centroids are removed,
         experts renumbered).
     backend, seed, niter, nredo, max_points_per_centroid
-        k-means settings (faiss by default, as the released code; scikit-learn fallback).
+        stage-1 k-means settings (faiss by default, as the released code; scikit-learn fallback).
+    stage2_n_init
+        restarts of the stage-2 scikit-learn KMeans (the released code used sklearn's default, pinned here).
 
     Attributes
     ----------
@@ -52,6 +54,7 @@ class TwoStageClustering:
         niter: int = 50,
         nredo: int = 5,
         max_points_per_centroid: int = 50000,
+        stage2_n_init: int = 10,
     ):
         self.k1 = k1
         self.n_experts = n_experts
@@ -62,6 +65,7 @@ class TwoStageClustering:
         self.niter = niter
         self.nredo = nredo
         self.max_points_per_centroid = max_points_per_centroid
+        self.stage2_n_init = stage2_n_init
 
     def _km(self, x, k, seed):
         return kmeans(
@@ -122,7 +126,11 @@ class TwoStageClustering:
         owned = np.bincount(labels, minlength=len(C)) > 0
         remap = np.cumsum(owned) - 1
         C, cgroup, labels = C[owned], list(np.asarray(cgroup)[owned]), remap[labels]
-        stage2 = self._km(C, self.n_experts, self.seed + 10_000)
+        # stage 2 as the released code: scikit-learn KMeans on the centroids, n_init pinned (its default moved)
+        from sklearn.cluster import KMeans
+
+        stage2 = KMeans(n_clusters=self.n_experts, n_init=self.stage2_n_init, random_state=self.seed).fit(C)
+        stage2 = stage2.cluster_centers_.astype(np.float32)
         cexp = nearest(C, stage2)[0]
         counts = np.bincount(cexp[labels], minlength=self.n_experts)
         if (counts == 0).any():

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
+from .._fault import maybe_die
 from .._validation import SpadeInputError
 
 LAST = "last.safetensors"
@@ -32,6 +33,7 @@ def save_checkpoint(folder: Path, model, opt, state: dict, cfg_hash: str) -> Non
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / LAST) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        maybe_die(f"checkpoint{state['epoch']}")
 
 
 def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:

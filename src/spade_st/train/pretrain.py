@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._atomic import atomic_write_json, atomic_write_text
+from .._fault import maybe_die
 from .._validation import SpadeInputError
 from ..encoders._dist import barrier, default_device, init_distributed
 from ..experts.clustering import TwoStageClustering
@@ -181,7 +182,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: a function of (seed, epoch) only
         model.train()
         run_loss, run_n = np.zeros(E), np.zeros(E)
-        for _, idx, mask, active in batches.epoch(epoch):
+        for step, idx, mask, active in batches.epoch(epoch):
+            maybe_die(f"epoch{epoch}-step{step}")
             active = active & ~state["stopped"]
             if not active.any():
                 continue

@@ -1,0 +1,185 @@
+"""``spade-st pretrain`` / ``embed`` end to end on synthetic data: artefact, reload, exact embeddings, resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from spade_st.cli import main
+from spade_st.encoders.features import read_features
+from spade_st.experts import SpadeModel
+from spade_st.io import read_hest
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory):
+    from spade_st.datasets import synthetic
+
+    root = tmp_path_factory.mktemp("pt") / "root"
+    synthetic(out=root, samples=8, spots=40, genes=60, seed=3, progress=False)
+    out = root.parent / "feats"
+    assert main(["extract", "--data", str(root), "--encoder", "random_cnn", "--out", str(out), "--device", "cpu"]) == 0
+    return root, out / "random_cnn"
+
+
+def _args(root, f, out, *extra):
+    return [
+        "pretrain",
+        "--data",
+        str(root),
+        "--features",
+        str(f),
+        "--out",
+        str(out),
+        "--k1",
+        "3",
+        "--experts",
+        "3",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def test_pretrain_save_reload_embed(feats, tmp_path):
+    root, f = feats
+    out = tmp_path / "model"
+    assert main(_args(root, f, out)) == 0
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "split.json",
+        "panel.json",
+        "clustering.npz",
+        "clustering_qc.csv",
+        "history.csv",
+        "pretrain_config.json",
+    ):
+        assert (out / name).is_file(), name
+    model = SpadeModel.from_pretrained(out)
+    cfg = model.config
+    assert cfg.encoder == "random_cnn" and cfg.feature_dim == 64 and cfg.n_experts == 3 and cfg.tau_r == 0.1
+    assert set(cfg.split) >= {"train", "val"} and cfg.split["val"]  # Breast has 2 patients: one validates
+    samples = {s.id: s for s in read_hest(root)}
+    val_patients = {samples[i].patient for i in cfg.split["val"]}
+    assert not val_patients & {samples[i].patient for i in cfg.split["train"]}
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 4 * 3 and np.isfinite(hist["train_loss"]).all()
+    # embed through the CLI = in-memory embeddings, exactly
+    emb = tmp_path / "emb"
+    assert (
+        main(["embed", "--model", str(out), "--features", str(f), "--out", str(emb), "--data", str(root), "--adata"])
+        == 0
+    )
+    for sid in samples:
+        fs = read_features(f / f"{sid}.h5")
+        got = read_features(emb / f"{sid}.h5")
+        np.testing.assert_array_equal(got.features, model.embed(fs.features))
+        assert got.features.shape == (40, 256) and got.arrays["expert_weights"].shape == (40, 3)
+        np.testing.assert_allclose(got.arrays["expert_weights"].sum(1), 1, rtol=1e-5)
+        assert list(got.barcode) == list(fs.barcode)
+        a = read_hest(root, ids=[sid])[0].adata
+        np.testing.assert_array_equal(a.obsm["X_spade"], got.features)
+    # the best epoch per expert is what was saved
+    best = load_file(str(out / "checkpoints" / "last.safetensors"))
+    final = load_file(str(out / "model.safetensors"))
+    for k in ("image_heads.w1", "gene_heads.w2"):
+        np.testing.assert_array_equal(final[k].numpy(), best[f"best.{k}"].numpy())
+
+
+@pytest.fixture(scope="module")
+def real_feats(feats):
+    """The same synthetic root with the real default encoder (features that carry the tissue signal)."""
+    root, _ = feats
+    out = root.parent / "feats_eff"
+    assert main(["extract", "--data", str(root), "--encoder", "efficientnet_lite0", "--out", str(out)]) == 0
+    return root, out / "efficientnet_lite0"
+
+
+def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
+    """Trained experts retrieve, for each spot's image, gene embeddings of the same tissue region."""
+    root, f = real_feats
+    out = tmp_path / "m"
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(root),
+                "--features",
+                str(f),
+                "--out",
+                str(out),
+                "--k1",
+                "2",
+                "--experts",
+                "2",
+                "--epochs",
+                "40",
+                "--batch-size",
+                "32",
+                "--lr",
+                "1e-3",
+            ]
+        )
+        == 0
+    )
+    model = SpadeModel.from_pretrained(out)
+    from spade_st.genes import GenePanel
+
+    panel = GenePanel(genes=model.config.genes, mode=model.config.gene_mode)
+    hits, chance = [], []
+    for s in read_hest(root, ids=model.config.split["val"]):  # held-out samples only
+        x = read_features(f / f"{s.id}.h5").features
+        zi = model.embed(x)
+        zg = model.embed_genes(panel.transform(s.adata), features=x)
+        lab = s.adata.obs["label"].astype(str).to_numpy()
+        nn = (zi @ zg.T).argmax(1)
+        hits.append(np.mean(lab[nn] == lab))
+        p = pd.Series(lab).value_counts(normalize=True)
+        chance.append(float((p**2).sum()))
+    assert np.mean(hits) > np.mean(chance) + 0.15, (hits, chance)
+
+
+def _run(args, env_extra=None):
+    env = {**os.environ, **(env_extra or {}), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "spade_st.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.parametrize("fault", ["epoch2-step1", "checkpoint1", "checkpoint3"])
+def test_killed_pretrain_resumes_bit_identical(feats, tmp_path, fault):
+    root, f = feats
+    ref = tmp_path / "ref"
+    r = _run(_args(root, f, ref))
+    assert r.returncode == 0, r.stderr[-1500:]
+    out = tmp_path / "killed"
+    r = _run(_args(root, f, out), {"SPADE_ST_FAULT": fault})
+    assert r.returncode == -9  # SIGKILL
+    assert not (out / "model.safetensors").exists()
+    r = _run(_args(root, f, out))
+    assert r.returncode == 0, r.stderr[-1500:]
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    pd.testing.assert_frame_equal(pd.read_csv(ref / "history.csv"), pd.read_csv(out / "history.csv"))
+
+
+def test_changed_settings_refuse_resume(feats, tmp_path, capsys):
+    root, f = feats
+    out = tmp_path / "m"
+    assert main(_args(root, f, out, "--epochs", "2")) == 0
+    assert main(_args(root, f, out, "--epochs", "2", "--seed", "7")) == 1
+    assert "different" in capsys.readouterr().err
