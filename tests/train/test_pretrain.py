@@ -183,3 +183,27 @@ def test_changed_settings_refuse_resume(feats, tmp_path, capsys):
     assert main(_args(root, f, out, "--epochs", "2")) == 0
     assert main(_args(root, f, out, "--epochs", "2", "--seed", "7")) == 1
     assert "different" in capsys.readouterr().err
+
+
+def test_torchrun_pretrain_two_ranks(feats, tmp_path):
+    """`torchrun --nproc_per_node 2 spade-st pretrain` trains one model (rank 0 writes it)."""
+    root, f = feats
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29523",
+        "-m",
+        "spade_st.cli",
+        *_args(root, f, out, "--epochs", "2"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = SpadeModel.from_pretrained(out)
+    assert model.config.train["world_size"] == 2
+    assert len(pd.read_csv(out / "history.csv")) == 2 * 3

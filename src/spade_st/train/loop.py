@@ -73,13 +73,21 @@ def expert_losses(model, feats, genes, mask, loss: str, tau: float, info: DistIn
     return bleep_loss(z, s, tau, m)
 
 
-def allreduce_grads(params, info: DistInfo) -> None:
-    """Sum gradients across ranks: each rank holds the gradient through its own slice of the global batch."""
+def allreduce_grads(params, info: DistInfo, replicated=()) -> None:
+    """Combine gradients across ranks.
+
+    Head parameters reach the global loss only through this rank's slice of the batch, so their gradients
+    are summed. Parameters in ``replicated`` (the InfoNCE temperature) enter the global loss directly on
+    every rank, where each rank already holds the full gradient: those are averaged.
+    """
     if info.world_size <= 1:
         return
+    rep = {id(p) for p in replicated}
     for p in params:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            if id(p) in rep:
+                p.grad /= info.world_size
 
 
 @torch.no_grad()

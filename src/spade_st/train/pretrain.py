@@ -195,7 +195,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
             per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info)
             act = torch.from_numpy(active).to(device)
             (per * act).sum().backward()
-            allreduce_grads(params, info)
+            allreduce_grads(params, info, replicated=[model.logit_scale] if cfg.loss == "infonce" else ())
             lr = cosine_lr(cfg.lr, opt.steps, total)
             opt.step(lr, torch.from_numpy(active))
             run_loss += np.where(active, per.detach().cpu().numpy(), 0)
