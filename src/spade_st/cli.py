@@ -138,7 +138,9 @@ def _cmd_check(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
-    report = run_demo(DemoConfig(out=args.out, samples=args.samples, spots=args.spots, seed=args.seed))
+    report = run_demo(
+        DemoConfig(out=args.out, samples=args.samples, spots=args.spots, seed=args.seed, epochs=args.epochs)
+    )
     print(f"report: {report}")
     return 0
 
@@ -254,9 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     dm = sub.add_parser("demo", help="run the whole pipeline on synthetic data and write a report")
     dm.add_argument("--out", type=Path, default=Path("runs/demo"))
-    dm.add_argument("--samples", type=int, default=6)
-    dm.add_argument("--spots", type=int, default=300)
+    dm.add_argument("--samples", type=int, default=8)
+    dm.add_argument("--spots", type=int, default=200)
     dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--epochs", type=int, help="override configs/demo.yaml")
     e = sub.add_parser("extract", help="features of every spot patch of a HEST root")
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")

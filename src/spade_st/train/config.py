@@ -80,11 +80,22 @@ class PretrainConfig:
         return d
 
 
+BUILTIN = Path(__file__).resolve().parents[1] / "configs"
+
+
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped with spade-st (``configs/*.yaml``)."""
+    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+
+
 def load_config(path: Path | str | None = None, **overrides) -> PretrainConfig:
-    """A config from a YAML file (unknown keys are an error), with non-None ``overrides`` applied on top."""
+    """A config from a YAML file or a built-in name (``demo``, ``her2st``, ``spade_hest1k_uni``); unknown keys
+    are an error; non-None ``overrides`` are applied on top."""
     values: dict = {}
     if path is not None:
         p = Path(path)
+        if not p.is_file() and (BUILTIN / f"{p}.yaml").is_file():
+            p = BUILTIN / f"{p}.yaml"
         if not p.is_file():
             msg = f"config file {p} not found"
             raise FileNotFoundError(msg)
