@@ -44,11 +44,11 @@ class ExpertBatches:
             yield t, idx, mask, mask.any(1)
 
 
-def gather_rows(store_arr: np.ndarray, idx: np.ndarray, device) -> torch.Tensor:
-    """Rows ``idx`` (any shape) of a memory-mapped array, read in sorted order, as float32 on ``device``."""
+def gather_rows(rows, idx: np.ndarray, device) -> torch.Tensor:
+    """Rows ``idx`` (any shape) of a store array (:class:`RowFile` or ndarray) as float32 on ``device``."""
     flat = idx.ravel()
     uniq, inv = np.unique(flat, return_inverse=True)
-    block = np.asarray(store_arr[uniq], dtype=np.float32)[inv]
+    block = np.asarray(rows[uniq], dtype=np.float32)[inv]
     return torch.from_numpy(block.reshape(*idx.shape, -1)).to(device, non_blocking=True)
 
 

@@ -1,7 +1,7 @@
 """A training run's data packed into contiguous memory-mapped arrays (not one file per spot).
 
-``features.npy`` (N, D) and ``expression.npy`` (N, G) are ``.npy`` files opened with ``mmap_mode="r"``, so
-millions of spots train in bounded RAM; ``index.csv`` says which sample, barcode and group each row is.
+``features.npy`` (N, D) and ``expression.npy`` (N, G) are contiguous ``.npy`` files read row-batch by
+row-batch (:class:`RowFile`), so millions of spots train in bounded RAM; ``index.csv`` says which sample, barcode and group each row is.
 Built sample by sample; ``store.json`` (written last) marks a finished store and records what it holds, so a
 rerun with the same inputs reuses it.
 """
@@ -26,13 +26,70 @@ from ..encoders.features import read_features
 MANIFEST = "store.json"
 
 
+class RowFile:
+    """Rows of a 2-D ``.npy`` file read with ``pread`` (no mmap): the page cache holds the data, not the process.
+
+    A memory map would count every touched page in the process's resident set, so an epoch over a store larger
+    than RAM would grow RSS to the file size; explicit reads keep RSS at the size of a batch.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(fh)
+            self.offset = fh.tell()
+        if fortran or len(shape) != 2:
+            msg = f"{self.path} must be a C-ordered 2-D array"
+            raise SpadeInputError(msg)
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, slice):
+            idx = np.arange(*idx.indices(self.shape[0]))
+        idx = np.asarray(idx, dtype=np.int64).ravel()
+        out = np.empty((len(idx), self.shape[1]), self.dtype)
+        if not len(idx):
+            return out
+        order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
+        breaks = np.flatnonzero(np.diff(sidx) != 1) + 1  # runs of consecutive rows: one read each
+        buf = np.empty((len(idx), self.shape[1]), self.dtype)
+        pos = 0
+        for run in np.split(sidx, breaks):
+            n = len(run)
+            raw = os.pread(self._fd, n * self.row_bytes, self.offset + int(run[0]) * self.row_bytes)
+            buf[pos : pos + n] = np.frombuffer(raw, self.dtype).reshape(n, self.shape[1])
+            pos += n
+        out[order] = buf
+        return out
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
 @dataclass
 class Store:
     """Open, memory-mapped training arrays."""
 
     folder: Path
-    features: np.ndarray
-    expression: np.ndarray
+    features: RowFile
+    expression: RowFile
     index: pd.DataFrame
 
     def __len__(self) -> int:
@@ -50,8 +107,8 @@ def open_store(folder: Path | str) -> Store:
     folder = Path(folder)
     return Store(
         folder,
-        np.load(folder / "features.npy", mmap_mode="r"),
-        np.load(folder / "expression.npy", mmap_mode="r"),
+        RowFile(folder / "features.npy"),
+        RowFile(folder / "expression.npy"),
         pd.read_csv(folder / "index.csv", dtype={"sample": str, "barcode": str, "group": str}),
     )
 
