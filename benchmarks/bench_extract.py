@@ -16,10 +16,11 @@ from pathlib import Path
 import h5py
 import torch
 
-from _common import her2st_root, last_line, peak_rss_gb
 from spade_st.encoders import create_encoder
 from spade_st.encoders.extract import ExtractConfig, extract
 from spade_st.io import read_hest
+
+from _common import her2st_root, last_line, peak_rss_gb
 
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}
 

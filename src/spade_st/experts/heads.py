@@ -63,15 +63,19 @@ class StackedHeads(nn.Module):
         p = torch.matmul(x.unsqueeze(0), self.w1) + self.b1
         return self._tail(p, self.ln_w, self.ln_b, self.w2, self.b2)
 
+    def expert_forward(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert ``e`` alone on rows (N, in) -> (N, out)."""
+        p = torch.addmm(self.b1[e, 0], x, self.w1[e])
+        h = torch.addmm(self.b2[e, 0], F.gelu(p), self.w2[e])
+        h = self.dropout(h) + p
+        return F.layer_norm(h, (self.out_dim,), self.ln_w[e, 0], self.ln_b[e, 0], eps=self.eps)
+
     def forward_experts(self, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         """Expert ``experts[i]`` on row i: (N, in) -> (N, out), running only the selected heads."""
         out = x.new_empty(len(x), self.out_dim)
         for e in torch.unique(experts).tolist():
             m = experts == e
-            p = x[m] @ self.w1[e] + self.b1[e]
-            h = F.gelu(p) @ self.w2[e] + self.b2[e]
-            h = self.dropout(h) + p
-            out[m] = F.layer_norm(h, (self.out_dim,), eps=self.eps) * self.ln_w[e] + self.ln_b[e]
+            out[m] = self.expert_forward(x[m], e)
         return out
 
     def expert_state(self, e: int) -> dict[str, torch.Tensor]:

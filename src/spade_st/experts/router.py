@@ -43,7 +43,13 @@ def mix_experts(heads, x: torch.Tensor, alpha: torch.Tensor, sparse: bool = Fals
         return torch.einsum("ne,end->nd", alpha.to(h.dtype), h)
     out = x.new_zeros(len(x), heads.out_dim)
     rows, experts = torch.nonzero(alpha > 0, as_tuple=True)
-    for e in torch.unique(experts).tolist():
-        r = rows[experts == e]
-        out.index_add_(0, r, alpha[r, e, None].to(x.dtype) * heads.forward_experts(x[r], torch.full_like(r, e)))
+    order = torch.argsort(experts, stable=True)
+    rows, experts = rows[order], experts[order]
+    start = 0
+    for e, c in enumerate(torch.bincount(experts, minlength=heads.n_experts).tolist()):
+        if c == 0:
+            continue
+        r = rows[start : start + c]
+        start += c
+        out.index_add_(0, r, alpha[r, e, None].to(x.dtype) * heads.expert_forward(x[r], e))
     return out

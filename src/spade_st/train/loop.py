@@ -46,10 +46,28 @@ class ExpertBatches:
 
 def gather_rows(rows, idx: np.ndarray, device) -> torch.Tensor:
     """Rows ``idx`` (any shape) of a store array (:class:`RowFile` or ndarray) as float32 on ``device``."""
-    flat = idx.ravel()
-    uniq, inv = np.unique(flat, return_inverse=True)
-    block = np.asarray(rows[uniq], dtype=np.float32)[inv]
-    return torch.from_numpy(block.reshape(*idx.shape, -1)).to(device, non_blocking=True)
+    block = torch.from_numpy(np.ascontiguousarray(rows[idx.ravel()]))
+    return block.reshape(*idx.shape, -1).to(device, torch.float32, non_blocking=True)
+
+
+def prefetch(items, load, depth: int = 1):
+    """Yield ``(item, load(item))`` with the next ``depth`` loads running in a background thread.
+
+    Reading rows (``pread``, copies) releases the GIL, so the next batch is read while this one trains.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queue: deque = deque()
+        for item in items:
+            queue.append((item, pool.submit(load, item)))
+            if len(queue) > depth:
+                it, fut = queue.popleft()
+                yield it, fut.result()
+        while queue:
+            it, fut = queue.popleft()
+            yield it, fut.result()
 
 
 def _gather_with_local(x: torch.Tensor, info: DistInfo, dim: int = 1) -> torch.Tensor:

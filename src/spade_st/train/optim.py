@@ -11,6 +11,19 @@ import math
 
 import torch
 
+_FUSED = hasattr(torch, "_fused_adamw_")
+
+
+def _plain_adamw(ps, gs, ms, vs, t, lr, b1, b2, wd, eps) -> None:
+    """torch.optim.AdamW's update, written out (used when the fused kernel is unavailable)."""
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    for p, g, m, v in zip(ps, gs, ms, vs, strict=True):
+        p.mul_(1 - lr * wd)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / bc1)
+
 
 class StackedAdamW:
     """AdamW with per-expert lr and step counts (decoupled weight decay, as ``torch.optim.AdamW``)."""
@@ -40,25 +53,39 @@ class StackedAdamW:
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
-        """One update of the ``active`` experts (bool (E,)) with learning rates ``lr`` (E,)."""
+        """One update of the ``active`` experts (bool (E,)) with learning rates ``lr`` (E,).
+
+        Uses torch's fused AdamW kernel on each expert's slice (views into the stacked tensors: one pass over
+        memory per expert), or an equivalent plain implementation where the kernel is missing.
+        """
+        active = active.cpu()
+        self.steps += active.to(torch.int64)
         b1, b2 = self.betas
-        self.steps += active.to(torch.int64).cpu()
-        t = self.steps.to(torch.float64)
-        bc1 = (1 - b1**t).clamp(min=1e-30)
-        bc2 = (1 - b2**t).clamp(min=1e-30)
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            if p.grad is None:
-                continue
-            shape = (self.E,) + (1,) * (p.ndim - 1)
-            act = active.to(p.device).view(shape)
-            lr_e = lr.to(p.device, p.dtype).view(shape)
-            g = p.grad
-            m.copy_(torch.where(act, m * b1 + g * (1 - b1), m))
-            v.copy_(torch.where(act, v * b2 + g * g * (1 - b2), v))
-            step_size = lr_e / bc1.to(p.device, p.dtype).view(shape)
-            denom = v.sqrt() / bc2.sqrt().to(p.device, p.dtype).view(shape) + self.eps
-            new = p * (1 - lr_e * self.wd) - step_size * m / denom
-            p.copy_(torch.where(act, new, p))
+        have = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for e in torch.nonzero(active).flatten().tolist():
+            step_t = torch.tensor(float(self.steps[e]), dtype=torch.float32, device=self.params[0].device)
+            ps = [self.params[i][e] for i in have]
+            gs = [self.params[i].grad[e] for i in have]
+            ms = [self.exp_avg[i][e] for i in have]
+            vs = [self.exp_avg_sq[i][e] for i in have]
+            if _FUSED:
+                torch._fused_adamw_(
+                    ps,
+                    gs,
+                    ms,
+                    vs,
+                    [],
+                    [step_t] * len(ps),
+                    lr=float(lr[e]),
+                    beta1=b1,
+                    beta2=b2,
+                    weight_decay=self.wd,
+                    eps=self.eps,
+                    amsgrad=False,
+                    maximize=False,
+                )
+            else:  # pragma: no cover - older torch
+                _plain_adamw(ps, gs, ms, vs, float(self.steps[e]), float(lr[e]), b1, b2, self.wd, self.eps)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {"opt.steps": self.steps.clone()}

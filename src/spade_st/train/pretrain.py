@@ -24,7 +24,7 @@ from ..experts.clustering import TwoStageClustering
 from ..experts.model import SpadeConfig, SpadeModel
 from .checkpoint import config_hash, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
-from .loop import ExpertBatches, allreduce_grads, expert_losses, gather_rows, validation_losses
+from .loop import ExpertBatches, allreduce_grads, expert_losses, gather_rows, prefetch, validation_losses
 from .optim import StackedAdamW, cosine_lr
 from .splits import Split, make_split
 from .store import build_store, open_store
@@ -182,15 +182,17 @@ def pretrain(cfg: PretrainConfig) -> Path:
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: a function of (seed, epoch) only
         model.train()
         run_loss, run_n = np.zeros(E), np.zeros(E)
-        for step, idx, mask, active in batches.epoch(epoch):
+
+        def load(b):
+            _, idx, _, _ = b
+            return gather_rows(store.features, idx[:, sl], device), gather_rows(store.expression, idx[:, sl], device)
+
+        for (step, _, mask, active), (feats, genes) in prefetch(batches.epoch(epoch), load):
             maybe_die(f"epoch{epoch}-step{step}")
             active = active & ~state["stopped"]
             if not active.any():
                 continue
-            idx_l, mask_l = idx[:, sl], mask[:, sl]
-            feats = gather_rows(store.features, idx_l, device)
-            genes = gather_rows(store.expression, idx_l, device)
-            m = torch.from_numpy(mask_l).to(device)
+            m = torch.from_numpy(mask[:, sl]).to(device)
             opt.zero_grad()
             per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info)
             act = torch.from_numpy(active).to(device)

@@ -1,0 +1,204 @@
+"""Training throughput and memory at the paper's shapes, as ratios measured in one run.
+
+- pairs/s of the batched experts (one module, stacked weights, rows read from a packed store) vs the same E
+  experts trained one after another as separate BLEEP modules reading one .npy file per spot (the released
+  data path);
+- the share of the FLOP bound given by torch's plain matmul GFLOP/s on this machine;
+- peak RSS training one epoch on a synthetic 500k-spot store (1024-d features, 8k-gene panel), in a fresh
+  process, and seconds per epoch at 100k vs 500k spots.
+Shapes: 1024-d features, 7,968-gene panel, 16 experts, batch 128, CPU, all cores.
+Last line: ``pairs_per_s=… speedup_vs_sequential_files=… flop_bound_share=… peak_rss_gb=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from spade_st.experts.heads import StackedHeads
+from spade_st.experts.loss import bleep_loss
+from spade_st.train.loop import ExpertBatches, gather_rows, prefetch
+from spade_st.train.optim import StackedAdamW, cosine_lr
+from spade_st.train.store import RowFile
+
+from _common import last_line, peak_rss_gb
+
+D, G, E, B, OUT = 1024, 7968, 16, 128, 256
+
+
+def flops_per_pair() -> float:
+    """Matmul FLOPs per (image, spot) pair of one training step, counted as autograd runs them.
+
+    First layers: forward + weight gradient (inputs need no gradient) = 2 x 2·(D + G)·256; second layers:
+    forward + input and weight gradients = 3 x 2·2·256²; loss: S Zᵀ, Z Zᵀ, S Sᵀ and their gradients ≈ 3 x 3·2·B·256.
+    """
+    first = 2 * 2 * (D + G) * OUT
+    second = 3 * 2 * 2 * OUT * OUT
+    loss = 3 * 3 * 2 * B * OUT
+    return float(first + second + loss)
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _write_npy(path: Path, shape: tuple[int, int], chunk_fn) -> None:
+    """Write a float16 .npy by appending chunks through a file handle (no memory map, so no RSS growth)."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
+        )
+        for i in range(0, shape[0], 20000):
+            fh.write(chunk_fn(min(20000, shape[0] - i)).astype(np.float16).tobytes())
+
+
+def write_store(folder: Path, n: int, seed: int = 0) -> None:
+    """A synthetic packed store: float16 features (N, 1024) and panel expression (N, 7968)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    _write_npy(folder / "features.npy", (n, D), lambda k: rng.standard_normal((k, D), dtype=np.float32))
+    _write_npy(folder / "expression.npy", (n, G), lambda k: rng.random((k, G), dtype=np.float32))
+
+
+def batched_step_fn(device="cpu"):
+    torch.manual_seed(0)
+    img, gene = StackedHeads(E, D, OUT), StackedHeads(E, G, OUT)
+    params = list(img.parameters()) + list(gene.parameters())
+    opt = StackedAdamW(params, E)
+    total = torch.full((E,), 10_000)
+
+    def step(x, y, mask):
+        opt.zero_grad()
+        per = bleep_loss(img(x), gene(y), 1.0, mask)
+        per.sum().backward()
+        opt.step(cosine_lr(1e-4, opt.steps, total), torch.ones(E, dtype=torch.bool))
+        return per
+
+    return step
+
+
+def run_epoch(store: Path, n_steps: int | None = None) -> dict:
+    """One epoch (or n_steps) of the batched experts over a store; returns pairs/s and peak RSS."""
+    feats, expr = RowFile(store / "features.npy"), RowFile(store / "expression.npy")
+    n = len(feats)
+    rows = np.array_split(np.random.default_rng(1).permutation(n), E)
+    batches = ExpertBatches([np.sort(r) for r in rows], B, seed=0)
+    step = batched_step_fn()
+    t, pairs = time.perf_counter(), 0
+    steps = (b for b in batches.epoch(0) if n_steps is None or b[0] < n_steps)
+    for (_, _, mask, _), (x, y) in prefetch(
+        steps, lambda b: (gather_rows(feats, b[1], "cpu"), gather_rows(expr, b[1], "cpu"))
+    ):
+        step(x, y, torch.from_numpy(mask))
+        pairs += int(mask.sum())
+    dt = time.perf_counter() - t
+    return {"pairs_per_s": pairs / dt, "seconds": dt, "pairs": pairs, "peak_rss_gb": peak_rss_gb()}
+
+
+class BleepHead(nn.Module):
+    def __init__(self, d_in):
+        super().__init__()
+        self.projection, self.fc = nn.Linear(d_in, OUT), nn.Linear(OUT, OUT)
+        self.dropout, self.layer_norm = nn.Dropout(0.1), nn.LayerNorm(OUT)
+
+    def forward(self, x):
+        p = self.projection(x)
+        return self.layer_norm(self.dropout(self.fc(nn.functional.gelu(p))) + p)
+
+
+def sequential_files(tmp: Path, steps_per_expert: int) -> float:
+    """The released path: per expert, its own module + AdamW, features loaded from one .npy per spot."""
+    rng = np.random.default_rng(0)
+    n = E * steps_per_expert * B
+    spot_dir = tmp / "spots"
+    spot_dir.mkdir()
+    for i in range(n):
+        np.save(spot_dir / f"{i}.npy", rng.standard_normal(D, dtype=np.float32))
+    expr = rng.random((n, G), dtype=np.float32)  # the released code keeps each slide's matrix in memory
+    t = time.perf_counter()
+    for e in range(E):
+        img, gene = BleepHead(D), BleepHead(G)
+        opt = torch.optim.AdamW(list(img.parameters()) + list(gene.parameters()), lr=1e-4, weight_decay=1e-2)
+        for s in range(steps_per_expert):
+            ids = range((e * steps_per_expert + s) * B, (e * steps_per_expert + s + 1) * B)
+            x = torch.from_numpy(np.stack([np.load(spot_dir / f"{i}.npy") for i in ids]))
+            y = torch.from_numpy(expr[list(ids)])
+            opt.zero_grad()
+            bleep_loss(img(x)[None], gene(y)[None]).sum().backward()
+            opt.step()
+    return n / (time.perf_counter() - t)
+
+
+def child(args) -> None:
+    """Run one part in this (fresh) process and print JSON, so its peak RSS is its own."""
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        store = Path(tmp) / "store"
+        t = time.perf_counter()
+        write_store(store, args.spots)
+        build = time.perf_counter() - t
+        res = run_epoch(store, args.steps)
+    print(json.dumps(res | {"build_s": build}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--child", action="store_true")
+    ap.add_argument("--spots", type=int, default=500_000)
+    ap.add_argument("--small", type=int, default=100_000)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--tmp", default=None, help="folder for the temporary stores (needs ~10 GB for 500k)")
+    ap.add_argument("--quick", action="store_true", help="20k / 100k spots instead of 100k / 500k")
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    torch.set_num_threads(torch.get_num_threads())
+    if args.quick:
+        args.small, args.spots = 20_000, 100_000
+    print(f"threads={torch.get_num_threads()} shapes: D={D} G={G} E={E} B={B}")
+    gflops = matmul_gflops()
+    bound = gflops * 1e9 / flops_per_pair()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        store = Path(tmp) / "s"
+        write_store(store, E * B * 24)
+        run_epoch(store, 2)  # warm-up
+        batched = run_epoch(store)["pairs_per_s"]
+        seq = sequential_files(Path(tmp), steps_per_expert=2)
+    print(f"batched experts: {batched:.0f} pairs/s; sequential modules + one .npy per spot: {seq:.0f} pairs/s")
+    print(f"matmul {gflops:.1f} GFLOP/s -> FLOP bound {bound:.0f} pairs/s ({flops_per_pair() / 1e6:.1f} MFLOP/pair)")
+    parts = {}
+    for n in (args.small, args.spots):
+        cmd = [sys.executable, __file__, "--child", "--spots", str(n)] + (["--tmp", args.tmp] if args.tmp else [])
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        parts[n] = json.loads(r.stdout.strip().splitlines()[-1])
+        p = parts[n]
+        print(
+            f"{n} spots: epoch {p['seconds']:.1f} s ({p['pairs_per_s']:.0f} pairs/s), store build {p['build_s']:.1f} s,"
+            f" peak RSS {p['peak_rss_gb']:.2f} GB"
+        )
+    ratio = parts[args.spots]["seconds"] / parts[args.small]["seconds"]
+    print(f"epoch time ratio {args.spots}/{args.small} spots = {ratio:.2f} (linear = {args.spots / args.small:.1f})")
+    last_line(
+        pairs_per_s=batched,
+        speedup_vs_sequential_files=batched / seq,
+        flop_bound_share=batched / bound,
+        peak_rss_gb=parts[args.spots]["peak_rss_gb"],
+        epoch_time_ratio=ratio,
+    )
+
+
+if __name__ == "__main__":
+    main()
