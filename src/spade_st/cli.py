@@ -241,6 +241,28 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .eval.her2st import Her2stBenchConfig, headline, run_her2st_bench
+    from .eval.stats import to_markdown
+
+    summary = run_her2st_bench(
+        Her2stBenchConfig(
+            data=args.data,
+            features=args.features,
+            out=args.out,
+            model=args.model,
+            config=args.config,
+            epochs=args.epochs,
+            seeds=args.seeds,
+            single_expert=not args.no_single_expert,
+            progress=True,
+        )
+    )
+    print(to_markdown(headline(summary)))
+    print(f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -308,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--data", type=Path, help="HEST root, for --adata")
     em.add_argument("--adata", action="store_true", help="also put obsm['X_spade'] into ROOT/st/<id>.h5ad")
     em.add_argument("--overwrite", action="store_true")
+    bn = sub.add_parser("bench", help="built-in benchmarks on real data")
+    bsub = bn.add_subparsers(dest="bench", required=True)
+    bh = bsub.add_parser("her2st", help="raw encoder vs SPADE vs single expert on the her2st sections")
+    bh.add_argument("--data", type=Path, required=True)
+    bh.add_argument("--features", type=Path, required=True, help="FEATS/<encoder>")
+    bh.add_argument("--out", type=Path, required=True)
+    bh.add_argument("--model", type=Path, help="use this model for every fold (default: one model per fold)")
+    bh.add_argument("--config", default="her2st", help="pretrain config for the per-fold models")
+    bh.add_argument("--epochs", type=int)
+    bh.add_argument("--seeds", type=int, default=20)
+    bh.add_argument("--no-single-expert", action="store_true")
     c = sub.add_parser("check", help="validate a HEST-layout root and list its samples")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--ids", nargs="+")
@@ -325,6 +358,7 @@ _COMMANDS = {
     "encoders": _cmd_encoders,
     "pretrain": _cmd_pretrain,
     "embed": _cmd_embed,
+    "bench": _cmd_bench,
 }
 
 

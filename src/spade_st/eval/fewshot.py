@@ -1,0 +1,124 @@
+"""Few-shot patch classification: k shots per class, many seeds; logistic, kNN (cosine) and SimpleShot probes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+PROBES = ("logistic", "knn", "simpleshot")
+DEFAULT_K = (1, 2, 4, 8, 16, 32)
+
+
+def sample_shots(y: np.ndarray, k: int, seed: int, classes) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of k training shots per class (capped by what exists, leaving >= 1 for test) and the rest."""
+    rng = np.random.default_rng(seed)
+    train = []
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        take = min(k, len(idx) - 1)
+        train.extend(rng.choice(idx, size=take, replace=False).tolist())
+    train = np.array(sorted(train), dtype=np.int64)
+    test = np.setdiff1d(np.arange(len(y)), train)
+    return train, test
+
+
+def _scores_to_proba(s: np.ndarray) -> np.ndarray:
+    e = np.exp(s - s.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_predict(probe: str, xtr, ytr, xte, classes, seed: int = 0) -> np.ndarray:
+    """Class probabilities (n_test, n_classes) from a probe trained on the shots only."""
+    if probe == "logistic":
+        sc = StandardScaler().fit(xtr)
+        xt, xv = sc.transform(xtr), sc.transform(xte)
+        base = LogisticRegression(max_iter=2000)
+        min_count = min(np.sum(ytr == c) for c in classes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if min_count >= 2:  # C by inner CV on the shots only
+                cv = StratifiedKFold(n_splits=min(min_count, 3), shuffle=True, random_state=seed)
+                model = GridSearchCV(base, {"C": np.logspace(-3, 2, 6)}, cv=cv, scoring="balanced_accuracy")
+            else:
+                model = base.set_params(C=1.0)
+            model.fit(xt, ytr)
+        p = model.predict_proba(xv)
+        order = [list(model.classes_).index(c) for c in classes]
+        return p[:, order]
+    if probe == "knn":
+        a = xtr / np.linalg.norm(xtr, axis=1, keepdims=True).clip(1e-12)
+        b = xte / np.linalg.norm(xte, axis=1, keepdims=True).clip(1e-12)
+        sim = b @ a.T
+        k = max(1, min(5, len(xtr)))
+        top = np.argsort(-sim, axis=1)[:, :k]
+        votes = np.zeros((len(xte), len(classes)))
+        for j, c in enumerate(classes):
+            votes[:, j] = ((ytr[top] == c) * np.take_along_axis(sim, top, 1)).sum(1)
+        return _scores_to_proba(votes * 10)
+    if probe == "simpleshot":  # centre on the shots' mean, L2-normalise, nearest class prototype
+        mu = xtr.mean(0)
+
+        def norm(z):
+            z = z - mu
+            return z / np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)
+
+        a, b = norm(xtr), norm(xte)
+        protos = np.stack([a[ytr == c].mean(0) for c in classes])
+        d = ((b[:, None, :] - protos[None]) ** 2).sum(-1)
+        return _scores_to_proba(-d * 10)
+    msg = f"unknown probe {probe!r}; choose from {PROBES}"
+    raise ValueError(msg)
+
+
+def metrics(y: np.ndarray, proba: np.ndarray, classes) -> dict[str, float]:
+    pred = np.asarray(classes, dtype=object)[proba.argmax(1)]
+    out = {
+        "balanced_accuracy": balanced_accuracy_score(y, pred),
+        "macro_f1": f1_score(y, pred, average="macro", labels=list(classes), zero_division=0),
+    }
+    present = [j for j, c in enumerate(classes) if (y == c).any()]
+    if len(present) >= 2:
+        p = proba[:, present] / proba[:, present].sum(1, keepdims=True).clip(1e-12)
+        labels = [classes[j] for j in present]
+        if len(present) == 2:
+            out["macro_auroc"] = roc_auc_score(y == labels[1], p[:, 1])
+        else:
+            out["macro_auroc"] = roc_auc_score(y, p, multi_class="ovr", average="macro", labels=labels)
+    else:
+        out["macro_auroc"] = np.nan
+    return out
+
+
+def few_shot(
+    x: np.ndarray, y: np.ndarray, ks=DEFAULT_K, seeds: int = 20, probes=PROBES, min_per_class: int = 2
+) -> pd.DataFrame:
+    """Long table (probe, k, seed, metric, value). Classes with fewer than ``min_per_class`` spots are dropped.
+
+    The same shots (per k and seed) are used for every probe and, when called per source with the same
+    labels, for every embedding source.
+    """
+    y = np.asarray(y, dtype=object)
+    keep = pd.notna(y)
+    x, y = np.asarray(x)[keep], y[keep].astype(str)
+    counts = pd.Series(y).value_counts()
+    classes = sorted(counts[counts >= min_per_class].index)
+    m = np.isin(y, classes)
+    x, y = x[m], y[m]
+    rows = []
+    for k in ks:
+        if k > counts[classes].max() - 1 and k != ks[0]:
+            continue
+        for seed in range(seeds):
+            tr, te = sample_shots(y, k, seed, classes)
+            for probe in probes:
+                proba = fit_predict(probe, x[tr], y[tr], x[te], classes, seed)
+                for name, v in metrics(y[te], proba, classes).items():
+                    rows.append({"probe": probe, "k": k, "seed": seed, "metric": name, "value": float(v)})
+    return pd.DataFrame(rows)
