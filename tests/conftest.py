@@ -77,3 +77,28 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("syn") / "root"
     synthetic(out=root, samples=3, spots=60, genes=60, seed=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def her2st_features(her2st_root, tmp_path_factory) -> Path:
+    """efficientnet_lite0 features of the five real sections (once per test session)."""
+    from spade_st.cli import main
+
+    out = tmp_path_factory.mktemp("feats")
+    assert (
+        main(
+            [
+                "extract",
+                "--data",
+                str(her2st_root),
+                "--encoder",
+                "efficientnet_lite0",
+                "--out",
+                str(out),
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
+    return out / "efficientnet_lite0"

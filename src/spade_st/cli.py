@@ -263,6 +263,16 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .eval.stats import to_markdown
+    from .eval.tasks import run_task
+
+    summary = run_task(args.task, args.out)
+    print(to_markdown(summary))
+    print(f"results: {args.out / 'results.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -330,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--data", type=Path, help="HEST root, for --adata")
     em.add_argument("--adata", action="store_true", help="also put obsm['X_spade'] into ROOT/st/<id>.h5ad")
     em.add_argument("--overwrite", action="store_true")
+    ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources")
+    ev.add_argument("task", type=Path)
+    ev.add_argument("--out", type=Path, required=True)
     bn = sub.add_parser("bench", help="built-in benchmarks on real data")
     bsub = bn.add_subparsers(dest="bench", required=True)
     bh = bsub.add_parser("her2st", help="raw encoder vs SPADE vs single expert on the her2st sections")
@@ -359,6 +372,7 @@ _COMMANDS = {
     "pretrain": _cmd_pretrain,
     "embed": _cmd_embed,
     "bench": _cmd_bench,
+    "evaluate": _cmd_evaluate,
 }
 
 

@@ -6,33 +6,10 @@ import os
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from spade_st.cli import main
 from spade_st.encoders.features import read_features
 from spade_st.io import read_hest
-
-
-@pytest.fixture(scope="session")
-def her2st_features(her2st_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("feats")
-    assert (
-        main(
-            [
-                "extract",
-                "--data",
-                str(her2st_root),
-                "--encoder",
-                "efficientnet_lite0",
-                "--out",
-                str(out),
-                "--batch-size",
-                "64",
-            ]
-        )
-        == 0
-    )
-    return out / "efficientnet_lite0"
 
 
 def test_features_for_every_spot(her2st_root, her2st_features):

@@ -6,8 +6,10 @@ import numpy as np
 
 
 def recall_at_k(query: np.ndarray, keys: np.ndarray, ks=(1, 5, 10)) -> dict[int, float]:
-    """Row i of ``query`` should retrieve row i of ``keys`` (dot-product similarity)."""
-    sim = query @ keys.T
+    """Row i of ``query`` should retrieve row i of ``keys`` (cosine similarity; ties count against)."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
+    k_ = keys / np.linalg.norm(keys, axis=1, keepdims=True).clip(1e-12)
+    sim = q @ k_.T
     true = np.diag(sim)[:, None]
     rank = (sim > true).sum(1)  # 0 = retrieved first
     return {k: float((rank < k).mean()) for k in ks}
