@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spade-st-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test test-all bench lint clean-demo
+.PHONY: install browser demo test test-all bench lint clean-demo
 
 install: $(STAMP)
 
@@ -18,13 +18,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
 	@touch $(STAMP)
 
+# Debian's chromium for the report's browser test; installed where apt-get can (as on CI), else the test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+		echo "chromium could not be installed here: the headless report test will be skipped"
+
 demo: install
 	$(VENV)/bin/spade-st demo --out $(DEMO_OUT)
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
-test-all: install
+test-all: install browser
 	$(PY) -m pytest -q -m "slow or not slow"
 
 bench: install

@@ -273,6 +273,13 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .pl.report import write_report
+
+    print(f"report: {write_report(args.run)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -340,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--data", type=Path, help="HEST root, for --adata")
     em.add_argument("--adata", action="store_true", help="also put obsm['X_spade'] into ROOT/st/<id>.h5ad")
     em.add_argument("--overwrite", action="store_true")
+    rp = sub.add_parser("report", help="write RUN/report.html (self-contained) and RUN/report.md")
+    rp.add_argument("run", type=Path)
     ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources")
     ev.add_argument("task", type=Path)
     ev.add_argument("--out", type=Path, required=True)
@@ -373,6 +382,7 @@ _COMMANDS = {
     "embed": _cmd_embed,
     "bench": _cmd_bench,
     "evaluate": _cmd_evaluate,
+    "report": _cmd_report,
 }
 
 

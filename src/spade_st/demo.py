@@ -66,7 +66,55 @@ def run_demo(cfg: DemoConfig) -> Path:
     _stage(log, "pretrain", lambda: pretrain(pcfg))
     _stage(log, "embed", lambda: embed_features(EmbedConfig(model=model, features=feats / cfg.encoder, out=emb)))
     table = _stage(log, "gene prediction", lambda: _gene_check(data, feats / cfg.encoder, emb, model))
-    return write_report(out, log, table)
+    _stage(log, "few-shot", lambda: _fewshot(data, feats / cfg.encoder, emb, model, out / "results"))
+    _stage(log, "clustering k scan", lambda: _choose_k(model))
+    from ._atomic import atomic_write_text
+    from .pl.report import write_report
+
+    (out / "results").mkdir(exist_ok=True)
+    atomic_write_text(
+        out / "results" / "gene_prediction.csv",
+        "embedding,mean_pearson\n" + "".join(f"{n},{v:.4f}\n" for n, v in table),
+    )
+    write_steps(out, log, table)
+    return _stage(log, "report", lambda: write_report(out))
+
+
+def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None:
+    """Few-shot region classification on the held-out samples: raw features vs SPADE embeddings."""
+    import json
+
+    import pandas as pd
+
+    from ._atomic import atomic_write_text
+    from .encoders.features import read_features
+    from .eval.fewshot import few_shot
+    from .eval.stats import summarise
+    from .io import read_hest
+
+    split = json.loads((model / "split.json").read_text())
+    ids = split["val"] or split["train"]
+    by = {s.id: s for s in read_hest(data, ids=ids)}
+    y = np.concatenate([by[i].adata.obs["label"].astype(str).to_numpy() for i in ids])
+    rows = []
+    for name, src in (("raw", feats), ("spade", emb)):
+        x = np.concatenate([read_features(src / f"{i}.h5").features for i in ids])
+        res = few_shot(x, y, ks=(1, 2, 4, 8, 16), seeds=5)
+        rows.append(res.assign(source=name, task="fewshot_" + res["probe"]))
+    summary = summarise(pd.concat(rows), ["task", "metric", "k", "source"])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "fewshot.csv", summary.to_csv(index=False))
+
+
+def _choose_k(model: Path) -> None:
+    from ._atomic import atomic_write_text
+    from .experts import choose_k
+    from .train.store import open_store
+
+    store = open_store(model / "store")
+    rows = np.random.default_rng(0).permutation(len(store))[:3000]
+    df = choose_k(np.asarray(store.features[np.sort(rows)], np.float32), ks=(2, 4, 8, 16, 32))
+    atomic_write_text(model / "choose_k.csv", df.to_csv(index=False))
 
 
 def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[str, float]]:
@@ -103,7 +151,7 @@ def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[s
     return rows
 
 
-def write_report(out: Path, log: list[str], table: list[tuple[str, float]]) -> Path:
+def write_steps(out: Path, log: list[str], table: list[tuple[str, float]]) -> Path:
     from .io import read_hest
 
     samples = read_hest(out / "data")
@@ -128,6 +176,6 @@ def write_report(out: Path, log: list[str], table: list[tuple[str, float]]) -> P
         *[f"| {n} | {v:.3f} |" for n, v in table],
         "",
     ]
-    report = out / "report.md"
+    report = out / "steps.md"
     atomic_write_text(report, "\n".join(lines))
     return report

@@ -1,0 +1,65 @@
+"""Clustering QC and few-shot curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._util import categorical_colors, finish, plt
+
+
+def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
+    """Elbow (standardised WCSS) and silhouette vs k; spots and organs (groups) per expert."""
+    n = 3 if choose_k is not None and len(choose_k) else 2
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6))
+    i = 0
+    if n == 3:
+        ax = axes[0]
+        ax.plot(choose_k["k"], choose_k["wcss_std"], "o-", label="WCSS (standardised)")
+        ax2 = ax.twinx()
+        ax2.plot(choose_k["k"], choose_k["silhouette"], "s--", color="C1", label="silhouette")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k")
+        ax.set_ylabel("standardised WCSS")
+        ax2.set_ylabel("silhouette")
+        ax.set_title("choosing k")
+        i = 1
+    axes[i].bar(qc["expert"], qc["spots"], color="C0")
+    axes[i].set_xlabel("expert")
+    axes[i].set_ylabel("training spots")
+    axes[i].set_title("spots per expert")
+    axes[i + 1].bar(qc["expert"], qc["groups"], color="C2")
+    axes[i + 1].set_xlabel("expert")
+    axes[i + 1].set_ylabel("organs covered")
+    axes[i + 1].set_title("organs per expert")
+    fig.tight_layout()
+    return finish(fig, save)
+
+
+def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", save=None, title: str = ""):
+    """Metric vs k with 95% CI bands, one line per embedding source (one panel per probe/task)."""
+    s = summary[summary["metric"] == metric].copy() if "metric" in summary else summary.copy()
+    s = s[pd.to_numeric(s["k"], errors="coerce").notna()]
+    s["k"] = s["k"].astype(float)
+    panels = sorted(s["task"].unique())
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    sources = sorted(s["source"].unique())
+    cols = dict(zip(sources, categorical_colors(len(sources)), strict=True))
+    for ax, task in zip(axes[0], panels, strict=False):
+        for src in sources:
+            d = s[(s["task"] == task) & (s["source"] == src)].sort_values("k")
+            if d.empty:
+                continue
+            ax.plot(d["k"], d["mean"], "o-", color=cols[src], label=src)
+            lo, hi = d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            ax.fill_between(d["k"][ok], lo[ok], hi[ok], color=cols[src], alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("shots per class (k)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(task.replace("fewshot_", ""))
+        ax.legend(fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return finish(fig, save)
