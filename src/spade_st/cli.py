@@ -280,6 +280,14 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_doctor(args) -> int:
+    from .doctor import format_report, run_doctor
+
+    rows = run_doctor(args.data, args.weights_dir)
+    print(format_report(rows))
+    return 0 if all(ok for name, ok, _, _ in rows if not name.startswith("weights ")) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -347,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--data", type=Path, help="HEST root, for --adata")
     em.add_argument("--adata", action="store_true", help="also put obsm['X_spade'] into ROOT/st/<id>.h5ad")
     em.add_argument("--overwrite", action="store_true")
+    dr = sub.add_parser("doctor", help="check the installation (and a data root); print what to fix")
+    dr.add_argument("--data", type=Path)
+    dr.add_argument("--weights-dir", type=Path, help="default: $SPADE_ST_WEIGHTS")
     rp = sub.add_parser("report", help="write RUN/report.html (self-contained) and RUN/report.md")
     rp.add_argument("run", type=Path)
     ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources")
@@ -383,6 +394,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
+    "doctor": _cmd_doctor,
 }
 
 

@@ -128,6 +128,14 @@ def _check_sample(lay: Layout, sid: str, problems: list[str], require_wsi: bool)
         problems.append(f"{sid}: missing {m}")
     if missing:
         return
+    real_root = lay.root.resolve()
+    for p in (st, pt):
+        if not p.resolve().is_relative_to(real_root):
+            problems.append(
+                f"{sid}: {p.relative_to(lay.root)} is a link to {p.resolve()}, outside the data root; "
+                "copy the file into the root (links out of a root are refused)"
+            )
+            return
     try:
         a = ad.read_h5ad(st, backed="r")
         obs_names = np.asarray(a.obs_names).astype(str)
