@@ -96,3 +96,22 @@ def check_unique(names, what: str, source: str) -> None:
         shown = ", ".join(map(str, dups[:5]))
         msg = f"{source}: {dups.size} duplicate {what} (e.g. {shown}); {what} must be unique"
         raise SpadeInputError(msg)
+
+
+def read_yaml_mapping(path, what: str) -> dict:
+    """A YAML file that must hold a mapping; missing, unparsable or non-mapping files are clear errors."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        msg = f"{what} {p} not found"
+        raise FileNotFoundError(msg)
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        msg = f"cannot parse {p}: {err}"
+        raise SpadeInputError(msg) from err
+    if not isinstance(values, dict):
+        msg = f"{p} must be a mapping of option: value"
+        raise SpadeInputError(msg)
+    return values

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from .._atomic import atomic_write_text
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, read_yaml_mapping
 from .stats import summarise, to_markdown
 
 TYPES = ("patch_classification", "slide_classification", "survival")
@@ -46,14 +45,7 @@ class Task:
 
 def load_task(path: Path | str) -> Task:
     p = Path(path)
-    if not p.is_file():
-        msg = f"task manifest {p} not found"
-        raise FileNotFoundError(msg)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        msg = f"cannot parse {p}: {err}"
-        raise SpadeInputError(msg) from err
+    raw = read_yaml_mapping(p, "task manifest")
     missing = [k for k in ("name", "type", "labels", "sources") if k not in raw]
     if missing:
         msg = f"{p} lacks {missing}; a task needs name, type, labels and sources"

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from .. import _keys as K
 from .._validation import SpadeInputError, require_file
 from .writer import SampleMeta, write_sample
-from .wsi import open_wsi, read_image
+from .wsi import load_full_image
 
 
 @dataclass
@@ -96,11 +96,10 @@ def convert_anndata(cfg: AnnDataConfig, progress: bool = True) -> Path:
         raise SpadeInputError(msg)
     adata.obsm[K.SPATIAL] = np.asarray(adata.obsm[cfg.spatial_key], dtype=np.float64)[:, :2]
     adata = merge_duplicate_genes(adata, cfg.duplicate_genes, str(p))
-    w = open_wsi(cfg.image)
+    image, own_px = load_full_image(cfg.image)
     px = cfg.pixel_size_um
     if px is None:
-        px = w._pixel_size if w.has_pixel_size else _infer_pixel_size(adata)
-    image = read_image(cfg.image) if w.backend == "pil" else w.read_region((0, 0), 0, w.dimensions)
+        px = own_px if own_px is not None else _infer_pixel_size(adata)
     meta = SampleMeta(organ=cfg.organ, patient=cfg.patient, st_technology=cfg.st_technology)
     slim = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=adata.var.copy(), obsm={K.SPATIAL: adata.obsm[K.SPATIAL]})
     return write_sample(

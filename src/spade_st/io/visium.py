@@ -16,7 +16,7 @@ from .. import _keys as K
 from .._validation import SpadeInputError, require_file
 from .anndata_io import merge_duplicate_genes
 from .writer import SampleMeta, write_sample
-from .wsi import open_wsi, read_image
+from .wsi import load_full_image, read_image
 
 VISIUM_SPOT_UM = 55.0
 VISIUM_PITCH_UM = 100.0
@@ -116,9 +116,8 @@ def convert_visium(cfg: VisiumConfig, progress: bool = True) -> Path:
     diam = float(sf.get("spot_diameter_fullres", np.nan))
     px = cfg.pixel_size_um
     if cfg.image is not None:
-        w = open_wsi(cfg.image)
-        px = px if px is not None else (w._pixel_size if w.has_pixel_size else None)
-        image = read_image(cfg.image) if w.backend == "pil" else _whole_level0(w)
+        image, own_px = load_full_image(cfg.image)
+        px = px if px is not None else own_px
     else:
         hires = require_file(spatial / "tissue_hires_image.png", "hires image", "or pass --image FULLRES")
         scale = float(sf["tissue_hires_scalef"])
@@ -150,8 +149,3 @@ def convert_visium(cfg: VisiumConfig, progress: bool = True) -> Path:
         source={k: str(v) for k, v in vars(cfg).items()},
         progress=progress,
     )
-
-
-def _whole_level0(w) -> np.ndarray:
-    width, height = w.dimensions
-    return w.read_region((0, 0), 0, (width, height))

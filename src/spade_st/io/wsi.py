@@ -267,3 +267,10 @@ def open_wsi(path: Path | str, pixel_size_um: float | None = None, backend: str 
         return _open_tifffile(p, pixel_size_um)
     msg = f"unknown WSI backend {backend!r}: use 'auto', 'openslide', 'tifffile' or 'pil'"
     raise ValueError(msg)
+
+
+def load_full_image(path: Path | str) -> tuple[np.ndarray, float | None]:
+    """Level 0 of an image or slide as RGB uint8, with the pixel size it carries (None if it has none)."""
+    w = open_wsi(path)
+    image = w.array if isinstance(w, ArrayWSI) else w.read_region((0, 0), 0, w.dimensions)
+    return image, (w._pixel_size if w.has_pixel_size else None)

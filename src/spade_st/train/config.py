@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, read_yaml_mapping
 
 
 @dataclass
@@ -96,17 +94,7 @@ def load_config(path: Path | str | None = None, **overrides) -> PretrainConfig:
         p = Path(path)
         if not p.is_file() and (BUILTIN / f"{p}.yaml").is_file():
             p = BUILTIN / f"{p}.yaml"
-        if not p.is_file():
-            msg = f"config file {p} not found"
-            raise FileNotFoundError(msg)
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            msg = f"cannot parse {p}: {err}"
-            raise SpadeInputError(msg) from err
-        if not isinstance(values, dict):
-            msg = f"{p} must be a mapping of option: value"
-            raise SpadeInputError(msg)
+        values = read_yaml_mapping(p, "config file")
         known = {f.name for f in fields(PretrainConfig)}
         unknown = sorted(set(values) - known)
         if unknown:
