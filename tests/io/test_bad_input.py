@@ -130,6 +130,9 @@ def _break(root, case):
             del f["coords"]
             f["coords"] = c[:-1]
         return "coords"
+    if case == "corrupt_json":
+        (root / "metadata" / "S1.json").write_text("{not json")
+        return "not valid JSON"
     if case == "missing_table":
         (root / "metadata.csv").unlink()
         return "no sample table"

@@ -220,6 +220,12 @@ def read_hest(root: Path | str, ids: list[str] | None = None, require_wsi: bool 
     for sid in ids:
         if sid in table.index:
             _check_sample(lay, sid, problems, require_wsi)
+            jp = lay.meta_json(sid)
+            if jp.is_file():
+                try:
+                    json.loads(jp.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    problems.append(f"{sid}: {jp.relative_to(root)} is not valid JSON ({err}); rewrite or delete it")
     if problems:
         raise LayoutError(root, problems)
     samples = []
@@ -227,9 +233,6 @@ def read_hest(root: Path | str, ids: list[str] | None = None, require_wsi: bool 
         meta = {k: (None if (not isinstance(v, str) and pd.isna(v)) else v) for k, v in table.loc[sid].items()}
         jp = lay.meta_json(sid)
         if jp.is_file():
-            try:
-                meta = json.loads(jp.read_text()) | meta
-            except json.JSONDecodeError:
-                pass
+            meta = json.loads(jp.read_text()) | meta
         samples.append(HestSample(id=sid, root=root, meta=meta))
     return samples
