@@ -154,6 +154,7 @@ CASES = [
     "length_mismatch",
     "missing_table",
     "dup_table_ids",
+    "corrupt_json",
 ]
 
 
