@@ -124,3 +124,42 @@ def test_torchrun_shards_samples_exactly_once(synthetic_root, tmp_path):
         np.testing.assert_allclose(
             read_features(f).features, read_features(single / "random_cnn" / f.name).features, rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("fault", ["write-SYN01", "write-SYN02"])
+def test_killed_extract_never_leaves_a_trusted_file(synthetic_root, tmp_path, fault):
+    """SIGKILL while a feature file is being written; the rerun redoes it and matches an uninterrupted run."""
+    out = tmp_path / "f"
+    base = [
+        sys.executable,
+        "-m",
+        "spade_st.cli",
+        "extract",
+        "--data",
+        str(synthetic_root),
+        "--encoder",
+        "random_cnn",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    r = subprocess.run(base, capture_output=True, text=True, env={**os.environ, "SPADE_ST_FAULT": fault}, timeout=300)
+    assert r.returncode == -9
+    killed = out / "random_cnn" / f"{fault.split('-')[1]}.h5"
+    assert not killed.exists()  # only a .tmp-* file, which no reader trusts
+    assert any(p.name.startswith(".tmp-") for p in (out / "random_cnn").iterdir())
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1000:]
+    ref = tmp_path / "ref"
+    assert (
+        main(
+            ["extract", "--data", str(synthetic_root), "--encoder", "random_cnn", "--out", str(ref), "--device", "cpu"]
+        )
+        == 0
+    )
+    assert not any(p.name.startswith(".tmp-") for p in (out / "random_cnn").iterdir())  # stale temp removed
+    for f in sorted((ref / "random_cnn").glob("*.h5")):
+        np.testing.assert_array_equal(
+            read_features(out / "random_cnn" / f.name, require_complete=True).features, read_features(f).features
+        )

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .. import _keys as K
-from .._atomic import atomic_write_json
+from .._atomic import TMP_PREFIX, atomic_write_json
 from ._dist import barrier, default_device, init_distributed, shard
 from .features import FeatureSet, is_finished, write_features
 from .registry import create_encoder
@@ -110,6 +110,8 @@ def extract(cfg: ExtractConfig) -> list[Path]:
     )
     t0 = time.perf_counter()
     for s, path, n in todo:
+        for stale in out_dir.glob(f"{TMP_PREFIX}{path.name}.*"):  # left by a killed run of this sample
+            stale.unlink(missing_ok=True)
         pf = s.patches
         feats = embed_patch_file(encoder, pf.path, n, cfg, bar)
         attrs = pf.attrs

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from .._atomic import atomic_path
+from .._fault import maybe_die
 from .._validation import SpadeInputError
 
 COMPLETE = "spade_st_complete"
@@ -53,6 +54,8 @@ def write_features(path: Path | str, fs: FeatureSet, key: str = "features", extr
         for k, v in fs.attrs.items():
             f.attrs[k] = v if v is not None else ""
         f.attrs[COMPLETE] = True
+        f.flush()
+        maybe_die(f"write-{Path(path).stem}")  # fault point for the kill-and-resume tests
 
 
 def _decode(a) -> np.ndarray:
