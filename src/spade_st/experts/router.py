@@ -28,8 +28,8 @@ def route_weights(
         w = F.one_hot(d.argmin(1), num_classes=centroids.shape[0]).float()
     else:
         w = F.softmax(-d / tau_r, dim=1)
-    alpha = torch.zeros(len(x), n_experts, device=x.device, dtype=w.dtype)
-    alpha.index_add_(1, centroid_expert.long(), w)
+    onehot = torch.nn.functional.one_hot(centroid_expert.long(), n_experts).to(w.dtype)  # (K, E)
+    alpha = w @ onehot
     if topk is not None and topk < n_experts:
         vals, idx = alpha.topk(topk, dim=1)
         alpha = torch.zeros_like(alpha).scatter_(1, idx, vals)
@@ -41,15 +41,15 @@ def mix_experts(heads, x: torch.Tensor, alpha: torch.Tensor, sparse: bool = Fals
     if not sparse:
         h = heads.forward_all(x)  # (E, N, d)
         return torch.einsum("ne,end->nd", alpha.to(h.dtype), h)
-    out = x.new_zeros(len(x), heads.out_dim)
     rows, experts = torch.nonzero(alpha > 0, as_tuple=True)
     order = torch.argsort(experts, stable=True)
     rows, experts = rows[order], experts[order]
+    contrib = x.new_empty(len(rows), heads.out_dim)
     start = 0
     for e, c in enumerate(torch.bincount(experts, minlength=heads.n_experts).tolist()):
         if c == 0:
             continue
         r = rows[start : start + c]
+        contrib[start : start + c] = alpha[r, e, None].to(x.dtype) * heads.expert_forward(x[r], e)
         start += c
-        out.index_add_(0, r, alpha[r, e, None].to(x.dtype) * heads.expert_forward(x[r], e))
-    return out
+    return x.new_zeros(len(x), heads.out_dim).index_add_(0, rows, contrib)  # one scatter for all experts
