@@ -209,3 +209,19 @@ def test_copy_of_root_still_reads(root, tmp_path):
     dst = tmp_path / "copy"
     shutil.copytree(root, dst)
     assert [s.id for s in read_hest(dst)] == ["S1"]
+
+
+def test_real_hest_table_opens_a_partial_download(tmp_path):
+    """A root with HEST's own HEST_v1_1_0.csv (1,229 rows) and only some samples downloaded opens as it is."""
+    from conftest import HEST_TABLE, require
+
+    require(HEST_TABLE)
+    root = tmp_path / "hest"
+    write_sample(root, "TENX95", _adata(), IMG, 0.5, progress=False)
+    (root / "metadata.csv").unlink()
+    shutil.copy(HEST_TABLE, root / "HEST_v1_1_0.csv")
+    (s,) = read_hest(root)
+    assert s.id == "TENX95" and s.organ == "Breast" and s.meta["st_technology"] == "Xenium"  # from HEST's row
+    assert s.pixel_size_um is not None and len(s.patches) == 20
+    with pytest.raises(LayoutError, match=r"NCBI783: missing st/NCBI783\.h5ad"):
+        read_hest(root, ids=["TENX95", "NCBI783"])

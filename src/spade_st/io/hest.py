@@ -208,6 +208,12 @@ def read_hest(root: Path | str, ids: list[str] | None = None, require_wsi: bool 
     problems: list[str] = []
     if ids is None:
         ids = [str(i) for i in table.index]
+        if lay.table_path().name == K.HEST_TABLE:
+            # HEST's table lists all of HEST-1k: a partial download opens the samples that are present
+            ids = [i for i in ids if lay.st(i).is_file() or lay.patches(i).is_file()]
+            if not ids:
+                msg = f"{root} has HEST's {K.HEST_TABLE} but no st/<id>.h5ad of any sample it lists"
+                raise FileNotFoundError(msg)
     else:
         ids = [str(i) for i in ids]
         for sid in ids:
