@@ -30,6 +30,13 @@ def require(path: Path) -> Path:
     return path
 
 
+def extract_cli(root, out, encoder: str = "efficientnet_lite0", *extra: str) -> int:
+    """``spade-st extract`` through ``main`` (as a user runs it)."""
+    from spade_st.cli import main
+
+    return main(["extract", "--data", str(root), "--encoder", encoder, "--out", str(out), *extra])
+
+
 def her2st_args(section: str, out: Path) -> list[str]:
     img, px, scale, _ = HER2ST_SECTIONS[section]
     args = [
@@ -82,23 +89,6 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def her2st_features(her2st_root, tmp_path_factory) -> Path:
     """efficientnet_lite0 features of the five real sections (once per test session)."""
-    from spade_st.cli import main
-
     out = tmp_path_factory.mktemp("feats")
-    assert (
-        main(
-            [
-                "extract",
-                "--data",
-                str(her2st_root),
-                "--encoder",
-                "efficientnet_lite0",
-                "--out",
-                str(out),
-                "--batch-size",
-                "16",
-            ]
-        )
-        == 0
-    )
+    assert extract_cli(str(her2st_root), str(out), "efficientnet_lite0", "--batch-size", "16") == 0
     return out / "efficientnet_lite0"

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pandas as pd
 
-from spade_st.cli import main
 from spade_st.encoders.features import read_features
 from spade_st.io import read_hest
+
+from conftest import extract_cli
 
 
 def test_features_for_every_spot(her2st_root, her2st_features):
@@ -25,40 +26,10 @@ def test_features_for_every_spot(her2st_root, her2st_features):
 def test_rerun_skips_and_identical(her2st_root, her2st_features, tmp_path):
     files = sorted(her2st_features.glob("*.h5"))
     mtimes = [os.stat(f).st_mtime_ns for f in files]
-    assert (
-        main(
-            [
-                "extract",
-                "--data",
-                str(her2st_root),
-                "--encoder",
-                "efficientnet_lite0",
-                "--out",
-                str(her2st_features.parent),
-            ]
-        )
-        == 0
-    )
+    assert extract_cli(str(her2st_root), str(her2st_features.parent), "efficientnet_lite0") == 0
     assert [os.stat(f).st_mtime_ns for f in files] == mtimes  # verified and skipped
     # a second, independent run (one section) gives identical features
-    assert (
-        main(
-            [
-                "extract",
-                "--data",
-                str(her2st_root),
-                "--encoder",
-                "efficientnet_lite0",
-                "--out",
-                str(tmp_path),
-                "--ids",
-                "C3",
-                "--batch-size",
-                "64",
-            ]
-        )
-        == 0
-    )
+    assert extract_cli(str(her2st_root), str(tmp_path), "efficientnet_lite0", "--ids", "C3", "--batch-size", "64") == 0
     a = read_features(her2st_features / "C3.h5").features
     b = read_features(tmp_path / "efficientnet_lite0" / "C3.h5").features
     np.testing.assert_array_equal(a, b)
@@ -71,24 +42,7 @@ def test_truncated_feature_file_is_redone(her2st_root, her2st_features, tmp_path
     shutil.copytree(her2st_features, out / "efficientnet_lite0")
     victim = out / "efficientnet_lite0" / "C4.h5"
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
-    assert (
-        main(
-            [
-                "extract",
-                "--data",
-                str(her2st_root),
-                "--encoder",
-                "efficientnet_lite0",
-                "--out",
-                str(out),
-                "--ids",
-                "C4",
-                "--batch-size",
-                "64",
-            ]
-        )
-        == 0
-    )
+    assert extract_cli(str(her2st_root), str(out), "efficientnet_lite0", "--ids", "C4", "--batch-size", "64") == 0
     np.testing.assert_array_equal(read_features(victim).features, read_features(her2st_features / "C4.h5").features)
 
 
