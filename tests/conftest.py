@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,21 @@ def extract_cli(root, out, encoder: str = "efficientnet_lite0", *extra: str) -> 
     from spade_st.cli import main
 
     return main(["extract", "--data", str(root), "--encoder", encoder, "--out", str(out), *extra])
+
+
+def run_cli(args, env: dict | None = None, nproc: int = 0, port: int = 29500, one_thread: bool = True):
+    """``spade-st ARGS`` in a fresh process (under torchrun with ``nproc`` ranks when given); returns the result."""
+    launcher = [sys.executable]
+    if nproc:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port)]
+    full_env = {**os.environ, **({"OMP_NUM_THREADS": "1"} if one_thread else {}), **(env or {})}
+    return subprocess.run(
+        [*launcher, "-m", "spade_st.cli", *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+    )
 
 
 def her2st_args(section: str, out: Path) -> list[str]:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ from spade_st.encoders.features import read_features
 from spade_st.io import open_wsi
 from spade_st.io.tissue import tissue_mask
 
-from conftest import WSI_SMALL, require
+from conftest import WSI_SMALL, extract_cli, require, run_cli
 
 
 def test_extract_wsi_real_slides(tmp_path, capsys):
@@ -70,30 +66,20 @@ def test_reads_trident_and_hest_feature_files(tmp_path):
 
 def test_torchrun_shards_samples_exactly_once(synthetic_root, tmp_path):
     out = tmp_path / "f"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "spade_st.cli",
+    args = [
         "extract",
         "--data",
-        str(synthetic_root),
+        synthetic_root,
         "--encoder",
         "random_cnn",
         "--out",
-        str(out),
+        out,
         "--device",
         "cpu",
         "--batch-size",
         "16",
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    r = run_cli(args, nproc=2, port=29517)
     assert r.returncode == 0, r.stderr[-2000:]
     files = sorted((out / "random_cnn").glob("*.h5"))
     assert [f.stem for f in files] == ["SYN00", "SYN01", "SYN02"]
@@ -102,24 +88,7 @@ def test_torchrun_shards_samples_exactly_once(synthetic_root, tmp_path):
     assert {read_features(f).attrs["world_size"] for f in files} == {2}
     # the same features as a single process
     single = tmp_path / "s"
-    assert (
-        main(
-            [
-                "extract",
-                "--data",
-                str(synthetic_root),
-                "--encoder",
-                "random_cnn",
-                "--out",
-                str(single),
-                "--device",
-                "cpu",
-                "--batch-size",
-                "16",
-            ]
-        )
-        == 0
-    )
+    assert extract_cli(synthetic_root, single, "random_cnn", "--device", "cpu", "--batch-size", "16") == 0
     for f in files:
         np.testing.assert_allclose(
             read_features(f).features, read_features(single / "random_cnn" / f.name).features, rtol=1e-5, atol=1e-5
@@ -130,34 +99,17 @@ def test_torchrun_shards_samples_exactly_once(synthetic_root, tmp_path):
 def test_killed_extract_never_leaves_a_trusted_file(synthetic_root, tmp_path, fault):
     """SIGKILL while a feature file is being written; the rerun redoes it and matches an uninterrupted run."""
     out = tmp_path / "f"
-    base = [
-        sys.executable,
-        "-m",
-        "spade_st.cli",
-        "extract",
-        "--data",
-        str(synthetic_root),
-        "--encoder",
-        "random_cnn",
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
-    r = subprocess.run(base, capture_output=True, text=True, env={**os.environ, "SPADE_ST_FAULT": fault}, timeout=300)
+    args = ["extract", "--data", synthetic_root, "--encoder", "random_cnn", "--out", out, "--device", "cpu"]
+    # default threads in the subprocess, as in the in-process reference run below (bitwise comparison)
+    r = run_cli(args, {"SPADE_ST_FAULT": fault}, one_thread=False)
     assert r.returncode == -9
     killed = out / "random_cnn" / f"{fault.split('-')[1]}.h5"
     assert not killed.exists()  # only a .tmp-* file, which no reader trusts
     assert any(p.name.startswith(".tmp-") for p in (out / "random_cnn").iterdir())
-    r = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    r = run_cli(args, one_thread=False)
     assert r.returncode == 0, r.stderr[-1000:]
     ref = tmp_path / "ref"
-    assert (
-        main(
-            ["extract", "--data", str(synthetic_root), "--encoder", "random_cnn", "--out", str(ref), "--device", "cpu"]
-        )
-        == 0
-    )
+    assert extract_cli(synthetic_root, ref, "random_cnn", "--device", "cpu") == 0
     assert not any(p.name.startswith(".tmp-") for p in (out / "random_cnn").iterdir())  # stale temp removed
     for f in sorted((ref / "random_cnn").glob("*.h5")):
         np.testing.assert_array_equal(

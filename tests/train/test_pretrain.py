@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +12,8 @@ from spade_st.encoders.features import read_features
 from spade_st.experts import SpadeModel
 from spade_st.io import read_hest
 
+from conftest import extract_cli, run_cli
+
 
 @pytest.fixture(scope="module")
 def feats(tmp_path_factory):
@@ -24,7 +22,7 @@ def feats(tmp_path_factory):
     root = tmp_path_factory.mktemp("pt") / "root"
     synthetic(out=root, samples=8, spots=40, genes=60, seed=3, progress=False)
     out = root.parent / "feats"
-    assert main(["extract", "--data", str(root), "--encoder", "random_cnn", "--out", str(out), "--device", "cpu"]) == 0
+    assert extract_cli(root, out, "random_cnn", "--device", "cpu") == 0
     return root, out / "random_cnn"
 
 
@@ -102,7 +100,7 @@ def real_feats(feats):
     """The same synthetic root with the real default encoder (features that carry the tissue signal)."""
     root, _ = feats
     out = root.parent / "feats_eff"
-    assert main(["extract", "--data", str(root), "--encoder", "efficientnet_lite0", "--out", str(out)]) == 0
+    assert extract_cli(root, out) == 0
     return root, out / "efficientnet_lite0"
 
 
@@ -151,24 +149,17 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     assert np.mean(hits) > np.mean(chance) + 0.15, (hits, chance)
 
 
-def _run(args, env_extra=None):
-    env = {**os.environ, **(env_extra or {}), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "spade_st.cli", *args], capture_output=True, text=True, env=env, timeout=300
-    )
-
-
 @pytest.mark.parametrize("fault", ["epoch2-step1", "checkpoint1", "checkpoint3"])
 def test_killed_pretrain_resumes_bit_identical(feats, tmp_path, fault):
     root, f = feats
     ref = tmp_path / "ref"
-    r = _run(_args(root, f, ref))
+    r = run_cli(_args(root, f, ref))
     assert r.returncode == 0, r.stderr[-1500:]
     out = tmp_path / "killed"
-    r = _run(_args(root, f, out), {"SPADE_ST_FAULT": fault})
+    r = run_cli(_args(root, f, out), {"SPADE_ST_FAULT": fault})
     assert r.returncode == -9  # SIGKILL
     assert not (out / "model.safetensors").exists()
-    r = _run(_args(root, f, out))
+    r = run_cli(_args(root, f, out))
     assert r.returncode == 0, r.stderr[-1500:]
     a, b = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -189,20 +180,7 @@ def test_torchrun_pretrain_two_ranks(feats, tmp_path):
     """`torchrun --nproc_per_node 2 spade-st pretrain` trains one model (rank 0 writes it)."""
     root, f = feats
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29523",
-        "-m",
-        "spade_st.cli",
-        *_args(root, f, out, "--epochs", "2"),
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    r = run_cli(_args(root, f, out, "--epochs", "2"), nproc=2, port=29523)
     assert r.returncode == 0, r.stderr[-2000:]
     model = SpadeModel.from_pretrained(out)
     assert model.config.train["world_size"] == 2
