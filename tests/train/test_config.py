@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spade_st._validation import SpadeInputError
-from spade_st.train.config import builtin_configs, load_config
+from spade_st.train.config import PretrainConfig, builtin_configs, load_config
 
 REQ = {"data": "d", "features": "f", "out": "o"}
 
@@ -33,3 +33,10 @@ def test_flags_override_and_unknown_keys(tmp_path):
         load_config("demo")
     with pytest.raises(SpadeInputError, match="loss must be"):
         load_config("demo", loss="mse", **REQ)
+
+
+def test_train_needs_a_prepared_folder(tmp_path):
+    from spade_st.train.pretrain import train
+
+    with pytest.raises(SpadeInputError, match="not a prepared pretraining folder"):
+        train(PretrainConfig(out=tmp_path, progress=False))

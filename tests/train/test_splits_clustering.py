@@ -109,3 +109,35 @@ def test_choose_k_and_seed_agreement():
     assert (ari["ari"] > 0.99).all()
     clu = TwoStageClustering(k1=4, n_experts=4, backend="sklearn").fit(X2, g2)
     assert (clu.qc_table(g2)["groups"] == 2).all()  # every expert spans both organs
+
+
+def test_clustering_from_a_row_store_equals_in_memory(tmp_path, monkeypatch):
+    """A RowFile (or a subset of one) clusters exactly as the array it holds, read in chunks."""
+    import spade_st.experts.clustering as clustering
+    from spade_st.train.store import RowFile, RowSubset
+
+    X, groups, _ = _blobs()
+    np.save(tmp_path / "f.npy", X)
+    monkeypatch.setattr(clustering, "_CHUNK", 37)  # many chunks
+    a = TwoStageClustering(k1=4, n_experts=4, seed=0).fit(X, groups)
+    b = TwoStageClustering(k1=4, n_experts=4, seed=0).fit(RowFile(tmp_path / "f.npy"), groups)
+    np.testing.assert_array_equal(a.centroids_, b.centroids_)
+    np.testing.assert_array_equal(a.experts_, b.experts_)
+    rows = np.arange(0, 800, 3)
+    np.testing.assert_array_equal(a.predict(X[rows]), b.predict(RowSubset(RowFile(tmp_path / "f.npy"), rows)))
+
+
+def test_large_group_fits_on_a_seeded_subsample():
+    """A group above max_points_per_centroid * k fits on a seeded subsample; every point is still labelled."""
+    X, groups, truth = _blobs()
+    kw = dict(k1=4, n_experts=4, seed=0, max_points_per_centroid=20)  # cap 80 of the 400 points per group
+    a = TwoStageClustering(**kw).fit(X, groups)
+    b = TwoStageClustering(**kw).fit(X, groups)
+    np.testing.assert_array_equal(a.centroids_, b.centroids_)
+    assert len(a.labels_) == 800
+    for blob in range(8):  # well-separated blobs are still recovered from 80 points per group
+        assert len(set(a.labels_[truth == blob])) == 1
+    with pytest.raises(SpadeInputError, match="NaN"):
+        bad = X.copy()
+        bad[799] = np.nan  # outside every subsample is still caught when labelling
+        TwoStageClustering(**kw).fit(bad, groups)

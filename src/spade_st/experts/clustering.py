@@ -13,6 +13,38 @@ import pandas as pd
 from .._validation import SpadeInputError
 from .kmeans import kmeans, nearest
 
+_CHUNK = 65536
+
+
+def _as_rows(X):
+    """Arrays and row stores (anything with ``shape`` and integer-array indexing) as they are; lists as arrays."""
+    return X if hasattr(X, "shape") and hasattr(X, "__getitem__") else np.asarray(X, dtype=np.float32)
+
+
+def _shape(X) -> tuple[int, int]:
+    shape = tuple(X.shape)
+    if len(shape) != 2:
+        msg = f"clustering needs features of shape (N, D), got shape {shape}"
+        raise SpadeInputError(msg)
+    return int(shape[0]), int(shape[1])
+
+
+def _read_rows(X, rows: np.ndarray) -> np.ndarray:
+    """Rows of an array or row store as float32, refused when not finite."""
+    x = np.asarray(X[rows], dtype=np.float32)
+    if not np.isfinite(x).all():
+        msg = "features contain NaN or Inf; re-extract them (spade-st extract --overwrite)"
+        raise SpadeInputError(msg)
+    return x
+
+
+def _nearest_rows(X, rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid of each of ``rows``, read chunk by chunk."""
+    out = np.empty(len(rows), np.int64)
+    for i in range(0, len(rows), _CHUNK):
+        out[i : i + _CHUNK] = nearest(_read_rows(X, rows[i : i + _CHUNK]), centroids)[0]
+    return out
+
 
 class TwoStageClustering:
     """Two-stage k-means (estimator API).
@@ -78,49 +110,57 @@ class TwoStageClustering:
             backend=self.backend,
         )
 
-    def fit(self, X: np.ndarray, groups=None) -> TwoStageClustering:
-        """Fit on features ``X`` (N, D) with a group label per row (default: one group)."""
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or len(X) == 0:
-            msg = f"clustering needs features of shape (N, D) with N > 0, got {X.shape}"
-            raise SpadeInputError(msg)
-        if not np.isfinite(X).all():
-            msg = "features contain NaN or Inf; re-extract them (spade-st extract --overwrite)"
+    def fit(self, X, groups=None) -> TwoStageClustering:
+        """Fit on features ``X`` (N, D) with a group label per row (default: one group).
+
+        ``X`` may be an array or any row-indexable store (a :class:`~spade_st.train.store.RowFile`, a memory
+        map): it is read group by group and in chunks, never whole, so millions of spots cluster in bounded
+        memory. A group larger than ``max_points_per_centroid * k`` fits its k-means on a seeded subsample of
+        that size (faiss would subsample the same amount itself); every point is then labelled.
+        """
+        X = _as_rows(X)
+        n, dim = _shape(X)
+        if n == 0 or dim == 0:
+            msg = f"clustering needs features of shape (N, D) with N > 0, got {(n, dim)}"
             raise SpadeInputError(msg)
         if self.small_group not in ("shrink", "error") or self.empty_expert not in ("error", "drop"):
             msg = "small_group must be 'shrink'|'error' and empty_expert 'error'|'drop'"
             raise ValueError(msg)
-        groups = np.asarray(["all"] * len(X) if groups is None else groups, dtype=object).astype(str)
-        if len(groups) != len(X):
-            msg = f"{len(groups)} group labels for {len(X)} feature rows"
+        groups = np.asarray(["all"] * n if groups is None else groups, dtype=object).astype(str)
+        if len(groups) != n:
+            msg = f"{len(groups)} group labels for {n} feature rows"
             raise ValueError(msg)
         self.groups_ = sorted(set(groups))
+        group_rows = [np.flatnonzero(groups == g) for g in self.groups_]
         cents, cgroup, self.group_k_ = [], [], {}
-        for gi, g in enumerate(self.groups_):
-            xg = X[groups == g]
-            n_distinct = len(np.unique(xg, axis=0)) if len(xg) <= 4 * self.k1 else len(xg)
+        for gi, (g, rows) in enumerate(zip(self.groups_, group_rows, strict=True)):
             k = self.k1
-            if n_distinct < self.k1:
-                if self.small_group == "error":
-                    msg = (
-                        f"group {g!r} has {n_distinct} distinct spots, fewer than k1={self.k1}; lower --k1 or "
-                        "set small_group='shrink'"
-                    )
-                    raise SpadeInputError(msg)
-                k = max(1, n_distinct)
+            if len(rows) <= 4 * self.k1:
+                n_distinct = len(np.unique(_read_rows(X, rows), axis=0))
+                if n_distinct < self.k1:
+                    if self.small_group == "error":
+                        msg = (
+                            f"group {g!r} has {n_distinct} distinct spots, fewer than k1={self.k1}; lower --k1 or "
+                            "set small_group='shrink'"
+                        )
+                        raise SpadeInputError(msg)
+                    k = max(1, n_distinct)
             self.group_k_[g] = k
-            cents.append(self._km(xg, k, self.seed + gi))
+            cap = self.max_points_per_centroid * k
+            fit_rows = rows
+            if len(rows) > cap:
+                fit_rows = np.sort(np.random.default_rng([self.seed, gi]).choice(rows, cap, replace=False))
+            cents.append(self._km(_read_rows(X, fit_rows), k, self.seed + gi))
             cgroup += [g] * k
         C = np.concatenate(cents)
         if len(C) < self.n_experts:
             msg = f"{len(C)} stage-1 centroids cannot form {self.n_experts} experts; lower --experts or raise --k1"
             raise SpadeInputError(msg)
         # stage 1 labels: nearest centroid WITHIN the point's own group
-        labels = np.empty(len(X), np.int64)
+        labels = np.empty(n, np.int64)
         offset = 0
-        for g, c in zip(self.groups_, cents, strict=True):
-            m = groups == g
-            labels[m] = nearest(X[m], c)[0] + offset
+        for rows, c in zip(group_rows, cents, strict=True):
+            labels[rows] = _nearest_rows(X, rows, c) + offset
             offset += len(c)
         # drop stage-1 centroids that own no point (k-means may leave some empty)
         owned = np.bincount(labels, minlength=len(C)) > 0
@@ -158,11 +198,12 @@ class TwoStageClustering:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Expert of each row: the expert of its nearest stage-1 centroid (over all groups)."""
         self._check()
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.centroids_.shape[1]:
-            msg = f"features have shape {X.shape}, the clustering was fitted on dimension {self.centroids_.shape[1]}"
+        X = _as_rows(X)
+        n, dim = _shape(X)
+        if dim != self.centroids_.shape[1]:
+            msg = f"features have shape {(n, dim)}, the clustering was fitted on dimension {self.centroids_.shape[1]}"
             raise SpadeInputError(msg)
-        return self.centroid_expert_[nearest(X, self.centroids_)[0]]
+        return self.centroid_expert_[_nearest_rows(X, np.arange(n), self.centroids_)]
 
     def qc_table(self, groups=None) -> pd.DataFrame:
         """Per expert: training spots, stage-1 centroids, groups (organs) covered, largest group share."""

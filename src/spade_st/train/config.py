@@ -48,12 +48,15 @@ class PretrainConfig:
     store_dtype: str = "float32"
     progress: bool = True
 
-    def validate(self) -> PretrainConfig:
-        for name in ("data", "features", "out"):
+    def validate(self, require=("data", "features", "out")) -> PretrainConfig:
+        """Check the options (and that the paths in ``require`` are set); returns self."""
+        for name in require:
             if getattr(self, name) is None:
                 msg = f"pretrain needs --{name} (or '{name}:' in the config file)"
                 raise SpadeInputError(msg)
-        self.data, self.features, self.out = Path(self.data), Path(self.features), Path(self.out)
+        for name in ("data", "features", "out"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
         checks = [
             (self.gene_mode in ("log1p", "raw"), "gene_mode must be 'log1p' or 'raw'"),
             (self.loss in ("bleep", "infonce"), "loss must be 'bleep' or 'infonce'"),

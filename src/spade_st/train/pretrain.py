@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._atomic import atomic_write_json, atomic_write_text
+from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from .._fault import maybe_die
 from .._validation import SpadeInputError
 from ..encoders._dist import barrier, default_device, init_distributed
@@ -27,7 +27,7 @@ from .config import PretrainConfig
 from .loop import ExpertBatches, allreduce_grads, expert_losses, gather_rows, prefetch, validation_losses
 from .optim import StackedAdamW, cosine_lr
 from .splits import Split, make_split
-from .store import build_store, open_store
+from .store import RowSubset, build_store, open_store
 
 
 def _infer_encoder(features: Path) -> str:
@@ -66,39 +66,46 @@ def prepare(cfg: PretrainConfig):
         used, cfg.features, panel, out / "store", cfg.encoder, cfg.group_key, cfg.store_dtype, progress=cfg.progress
     )
     panel.to_json(panel_path)  # now with the per-sample missing-gene counts
-    clu_path = out / "clustering.npz"
-    if not clu_path.is_file():
-        tr = store.rows_of(split.train)
-        feats = np.asarray(store.features[tr], dtype=np.float32)
-        clu = TwoStageClustering(
-            k1=cfg.k1,
-            n_experts=cfg.experts,
-            small_group=cfg.small_group,
-            empty_expert=cfg.empty_expert,
-            backend=cfg.kmeans_backend,
-            seed=cfg.seed,
-            niter=cfg.kmeans_niter,
-            nredo=cfg.kmeans_nredo,
-        )
-        clu.fit(feats, store.index["group"].to_numpy()[tr])
-        va = store.rows_of(split.val)
-        val_exp = clu.predict(np.asarray(store.features[va], dtype=np.float32)) if len(va) else np.zeros(0, int)
-        qc = clu.qc_table(store.index["group"].to_numpy()[tr])
-        atomic_write_text(out / "clustering_qc.csv", qc.to_csv(index=False))
-        from .._atomic import atomic_path
-
-        with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                centroids=clu.centroids_,
-                centroid_expert=clu.centroid_expert_,
-                centroid_group=clu.centroid_group_.astype(str),
-                train_rows=tr,
-                train_expert=clu.experts_,
-                val_rows=va,
-                val_expert=val_exp,
-            )
+    cluster_store(cfg, store, split)
     return split, panel
+
+
+def cluster_store(cfg: PretrainConfig, store, split: Split) -> None:
+    """Two-stage clustering of the store's training rows into ``out/clustering.npz`` (reused when present).
+
+    The features are read from the store group by group and in chunks (never all at once), so the memory
+    this takes does not grow with the number of spots.
+    """
+    clu_path = cfg.out / "clustering.npz"
+    if clu_path.is_file():
+        return
+    tr = store.rows_of(split.train)
+    groups = store.index["group"].to_numpy()
+    clu = TwoStageClustering(
+        k1=cfg.k1,
+        n_experts=cfg.experts,
+        small_group=cfg.small_group,
+        empty_expert=cfg.empty_expert,
+        backend=cfg.kmeans_backend,
+        seed=cfg.seed,
+        niter=cfg.kmeans_niter,
+        nredo=cfg.kmeans_nredo,
+    )
+    clu.fit(RowSubset(store.features, tr), groups[tr])
+    va = store.rows_of(split.val)
+    val_exp = clu.predict(RowSubset(store.features, va)) if len(va) else np.zeros(0, int)
+    atomic_write_text(cfg.out / "clustering_qc.csv", clu.qc_table(groups[tr]).to_csv(index=False))
+    with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            centroids=clu.centroids_,
+            centroid_expert=clu.centroid_expert_,
+            centroid_group=clu.centroid_group_.astype(str),
+            train_rows=tr,
+            train_expert=clu.experts_,
+            val_rows=va,
+            val_expert=val_exp,
+        )
 
 
 def _expert_rows(clu, n_experts: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -108,21 +115,36 @@ def _expert_rows(clu, n_experts: int) -> tuple[list[np.ndarray], list[np.ndarray
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
-    """Run (or resume) pretraining; returns the model folder (``cfg.out``)."""
+    """Run (or resume) pretraining: :func:`prepare` on rank 0, then :func:`train`; returns ``cfg.out``."""
     cfg = cfg.validate()
     cfg.encoder = cfg.encoder or _infer_encoder(cfg.features)
     info = init_distributed(cfg.device)
-    device = torch.device(default_device(info, cfg.device))
     if info.is_main:
         atomic_write_json(cfg.out / "pretrain_config.json", cfg.to_dict() | {"version": __version__})
-        split, panel = prepare(cfg)
+        prepare(cfg)
     barrier(info)
-    if not info.is_main:
-        from ..genes import GenePanel
+    return train(cfg, info)
 
-        split = Split(**json.loads((cfg.out / "split.json").read_text()))
-        panel = GenePanel.from_json(cfg.out / "panel.json")
+
+def train(cfg: PretrainConfig, info=None) -> Path:
+    """Train (or resume training) the experts of a prepared output folder; returns the model folder.
+
+    ``cfg.out`` must hold what :func:`prepare` writes: ``split.json``, ``panel.json``, ``store/`` and
+    ``clustering.npz``. The encoder name is taken from ``cfg.encoder`` or else from the store.
+    """
+    from ..genes import GenePanel
+
+    cfg.validate(require=("out",))
+    info = info if info is not None else init_distributed(cfg.device)
+    device = torch.device(default_device(info, cfg.device))
+    missing = [n for n in ("split.json", "panel.json", "store", "clustering.npz") if not (cfg.out / n).exists()]
+    if missing:
+        msg = f"{cfg.out} is not a prepared pretraining folder (missing {missing}); run `spade-st pretrain` on it"
+        raise SpadeInputError(msg)
+    split = Split(**json.loads((cfg.out / "split.json").read_text()))
+    panel = GenePanel.from_json(cfg.out / "panel.json")
     store = open_store(cfg.out / "store")
+    cfg.encoder = cfg.encoder or store.encoder
     clu = dict(np.load(cfg.out / "clustering.npz"))
     E = int(clu["centroid_expert"].max()) + 1
     train_rows, val_rows = _expert_rows(clu, E)

@@ -83,6 +83,23 @@ class RowFile:
             os.close(fd)
 
 
+class RowSubset:
+    """Rows ``rows`` of a row store, indexable like an array: hands a subset to code that reads in chunks."""
+
+    def __init__(self, base, rows):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), self.base.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.base[self.rows[idx]]
+
+
 @dataclass
 class Store:
     """Open, memory-mapped training arrays."""
@@ -95,8 +112,19 @@ class Store:
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def encoder(self) -> str | None:
+        """The encoder whose features the store holds (from its manifest)."""
+        return json.loads((self.folder / MANIFEST).read_text()).get("spec", {}).get("encoder")
+
     def rows_of(self, sample_ids) -> np.ndarray:
         return np.flatnonzero(self.index["sample"].isin(list(sample_ids)).to_numpy())
+
+
+def _npy_header(fh, dtype: str, shape: tuple[int, int]) -> None:
+    """Write a ``.npy`` header for a C-ordered array of ``shape``; the rows are appended after it."""
+    header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(fh, header)
 
 
 def _spec_hash(spec: dict) -> str:
@@ -162,37 +190,35 @@ def build_store(
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    n, dim = sum(sizes), None
-    rows, start = [], 0
-    feats = expr = None
-    for s, _ in zip(tqdm(samples, desc="pack store", disable=not progress), sizes, strict=True):
-        fs = read_features(features_dir / f"{s.id}.h5")
-        if feats is None:
-            dim = fs.features.shape[1]
-            feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n, dim))
-            expr = np.lib.format.open_memmap(tmp / "expression.npy", mode="w+", dtype=dtype, shape=(n, len(panel)))
-        if fs.features.shape[1] != dim:
-            msg = f"{s.id}: features are {fs.features.shape[1]}-d, earlier samples {dim}-d"
-            raise SpadeInputError(msg)
-        if not np.isfinite(fs.features).all():
-            msg = f"{s.id}: features contain NaN/Inf; re-extract with --overwrite"
-            raise SpadeInputError(msg)
-        a = s.adata
-        bc = fs.barcode if fs.barcode is not None else np.asarray(a.obs_names)
-        pos = pd.Index(a.obs_names.astype(str)).get_indexer(pd.Index(bc.astype(str)))
-        if (pos < 0).any():
-            msg = f"{s.id}: {int((pos < 0).sum())} feature barcodes are not spots of the sample; re-extract"
-            raise SpadeInputError(msg)
-        g = panel.transform(a[pos], sample_id=s.id)
-        k = len(fs)
-        feats[start : start + k] = fs.features
-        expr[start : start + k] = g
-        group = str(s.meta.get(group_key)) if s.meta.get(group_key) is not None else "unknown"
-        rows.append(pd.DataFrame({"sample": s.id, "barcode": bc.astype(str), "group": group, "patient": s.patient}))
-        start += k
-    feats.flush()
-    expr.flush()
-    del feats, expr
+    n = sum(sizes)
+    rows, dim = [], None
+    with open(tmp / "features.npy", "wb") as f_feat, open(tmp / "expression.npy", "wb") as f_expr:
+        for s, _ in zip(tqdm(samples, desc="pack store", disable=not progress), sizes, strict=True):
+            fs = read_features(features_dir / f"{s.id}.h5")
+            if dim is None:
+                dim = fs.features.shape[1]
+                _npy_header(f_feat, dtype, (n, dim))
+                _npy_header(f_expr, dtype, (n, len(panel)))
+            if fs.features.shape[1] != dim:
+                msg = f"{s.id}: features are {fs.features.shape[1]}-d, earlier samples {dim}-d"
+                raise SpadeInputError(msg)
+            if not np.isfinite(fs.features).all():
+                msg = f"{s.id}: features contain NaN/Inf; re-extract with --overwrite"
+                raise SpadeInputError(msg)
+            a = s.adata
+            bc = fs.barcode if fs.barcode is not None else np.asarray(a.obs_names)
+            pos = pd.Index(a.obs_names.astype(str)).get_indexer(pd.Index(bc.astype(str)))
+            if (pos < 0).any():
+                msg = f"{s.id}: {int((pos < 0).sum())} feature barcodes are not spots of the sample; re-extract"
+                raise SpadeInputError(msg)
+            # appended through file handles, not a memory map: RSS stays at one sample however big the store
+            f_feat.write(np.ascontiguousarray(fs.features, dtype=dtype).tobytes())
+            f_expr.write(np.ascontiguousarray(panel.transform(a[pos], sample_id=s.id), dtype=dtype).tobytes())
+            group = str(s.meta.get(group_key)) if s.meta.get(group_key) is not None else "unknown"
+            rows.append(pd.DataFrame({"sample": s.id, "barcode": bc.astype(str), "group": group, "patient": s.patient}))
+        for f in (f_feat, f_expr):
+            f.flush()
+            os.fsync(f.fileno())
     pd.concat(rows, ignore_index=True).to_csv(tmp / "index.csv", index=False)
     atomic_write_text(tmp / "panel_missing.json", json.dumps(panel.missing, indent=1))
     atomic_write_json(tmp / MANIFEST, {"hash": h, "spec": spec, "n": n})
