@@ -140,3 +140,23 @@ def test_stacked_adamw_equals_separate_adamw_with_own_schedule():
     for e, r in enumerate(refs):
         for k, v in heads.expert_state(e).items():
             torch.testing.assert_close(v, r.state_dict()[k], rtol=1e-10, atol=1e-12)
+
+
+def test_running_a_subset_of_experts_equals_the_full_stack():
+    """forward(x[sub], sub) gives the same outputs and parameter gradients as the full stack restricted to sub."""
+    torch.manual_seed(0)
+    heads = StackedHeads(5, 12, 8).eval()  # dropout off: both paths are deterministic
+    x = torch.randn(5, 7, 12)
+    sub = torch.tensor([1, 3, 4])
+    full = heads(x)[sub]
+    full.square().sum().backward()
+    g_full = {k: p.grad.clone() for k, p in heads.named_parameters()}
+    heads.zero_grad(set_to_none=True)
+    part = heads(x[sub], sub)
+    part.square().sum().backward()
+    torch.testing.assert_close(part, full)
+    for k, p in heads.named_parameters():
+        torch.testing.assert_close(p.grad, g_full[k])
+        assert p.grad[[0, 2]].abs().max() == 0  # experts that did not run get no update
+    with pytest.raises(ValueError, match="3 experts"):
+        heads(x, sub)

@@ -48,12 +48,20 @@ class StackedHeads(nn.Module):
         h = F.layer_norm(h, (self.out_dim,), eps=self.eps)
         return h * ln_w + ln_b
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[0] != self.n_experts or x.shape[2] != self.in_dim:
-            msg = f"expected input (E={self.n_experts}, B, {self.in_dim}), got {tuple(x.shape)}"
+    def forward(self, x: torch.Tensor, experts: torch.Tensor | None = None) -> torch.Tensor:
+        """(E, B, in) -> (E, B, out); with ``experts`` (A indices), (A, B, in) -> (A, B, out) for those experts only.
+
+        Running only the experts that have a batch at this step keeps a step's cost proportional to the
+        experts that train in it (late in an epoch, only the largest experts still have batches).
+        """
+        n = self.n_experts if experts is None else len(experts)
+        if x.ndim != 3 or x.shape[0] != n or x.shape[2] != self.in_dim:
+            msg = f"expected input ({n} experts, B, {self.in_dim}), got {tuple(x.shape)}"
             raise ValueError(msg)
-        p = torch.baddbmm(self.b1, x, self.w1)
-        return self._tail(p, self.ln_w, self.ln_b, self.w2, self.b2)
+        w1, b1, w2, b2, ln_w, ln_b = self.w1, self.b1, self.w2, self.b2, self.ln_w, self.ln_b
+        if experts is not None:
+            w1, b1, w2, b2, ln_w, ln_b = (t[experts] for t in (w1, b1, w2, b2, ln_w, ln_b))
+        return self._tail(torch.baddbmm(b1, x, w1), ln_w, ln_b, w2, b2)
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every expert on the same rows: (N, in) -> (E, N, out), one batched contraction."""

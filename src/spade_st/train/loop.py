@@ -78,16 +78,22 @@ def _gather_with_local(x: torch.Tensor, info: DistInfo, dim: int = 1) -> torch.T
     return torch.cat(parts, dim=dim)
 
 
-def expert_losses(model, feats, genes, mask, loss: str, tau: float, info: DistInfo | None = None) -> torch.Tensor:
-    """Per-expert loss (E,) of one step's batches (E, b, ·); with ``info`` the global batch across ranks."""
-    z = model.image_heads(feats)
-    s = model.gene_heads(genes)
+def expert_losses(
+    model, feats, genes, mask, loss: str, tau: float, info: DistInfo | None = None, experts=None
+) -> torch.Tensor:
+    """Per-expert loss (E,) of one step's batches (E, b, ·); with ``info`` the global batch across ranks.
+
+    With ``experts`` (A indices), the batches are those experts' (A, b, ·) and only they run: loss (A,).
+    """
+    z = model.image_heads(feats, experts)
+    s = model.gene_heads(genes, experts)
     m = mask
     if info is not None and info.world_size > 1:
         z, s = _gather_with_local(z, info), _gather_with_local(s, info)
         m = _gather_with_local(mask, info)
     if loss == "infonce":
-        return infonce_loss(z, s, model.logit_scale, m)
+        scale = model.logit_scale if experts is None else model.logit_scale[experts]
+        return infonce_loss(z, s, scale, m)
     return bleep_loss(z, s, tau, m)
 
 
@@ -124,22 +130,20 @@ def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int,
             idx[e, : len(chunk)] = chunk
             idx[e, len(chunk) :] = chunk[0] if len(chunk) else 0
             mask[e, : len(chunk)] = True
-        m = torch.from_numpy(mask).to(device)
-        per = (
-            expert_losses(
-                model,
-                gather_rows(store.features, idx, device),
-                gather_rows(store.expression, idx, device),
-                m,
-                loss,
-                tau,
-            )
-            .cpu()
-            .numpy()
+        act = np.flatnonzero(mask.any(1))  # experts that still have validation rows at this step
+        sub = None if len(act) == E else torch.from_numpy(act).to(device)
+        per = expert_losses(
+            model,
+            gather_rows(store.features, idx[act], device),
+            gather_rows(store.expression, idx[act], device),
+            torch.from_numpy(mask[act]).to(device),
+            loss,
+            tau,
+            experts=sub,
         )
-        k = mask.sum(1)
-        total += np.where(k > 0, per * k, 0.0)
-        count += k
+        k = mask[act].sum(1)
+        total[act] += per.cpu().numpy() * k
+        count[act] += k
     model.train(was)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)

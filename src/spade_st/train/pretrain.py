@@ -205,25 +205,33 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         model.train()
         run_loss, run_n = np.zeros(E), np.zeros(E)
 
-        def load(b):
-            _, idx, _, _ = b
-            return gather_rows(store.features, idx[:, sl], device), gather_rows(store.expression, idx[:, sl], device)
+        stopped = state["stopped"].copy()  # fixed within an epoch
 
-        for (step, _, mask, active), (feats, genes) in prefetch(batches.epoch(epoch), load):
+        def load(b, stopped=stopped):
+            _, idx, _, active = b
+            act = np.flatnonzero(active & ~stopped)  # only the experts that train at this step are read and run
+            return (
+                act,
+                gather_rows(store.features, idx[act][:, sl], device),
+                gather_rows(store.expression, idx[act][:, sl], device),
+            )
+
+        for (step, _, mask, _), (act, feats, genes) in prefetch(batches.epoch(epoch), load):
             maybe_die(f"epoch{epoch}-step{step}")
-            active = active & ~state["stopped"]
-            if not active.any():
+            if not len(act):
                 continue
-            m = torch.from_numpy(mask[:, sl]).to(device)
+            active = np.zeros(E, bool)
+            active[act] = True
+            sub = None if len(act) == E else torch.from_numpy(act).to(device)
+            m = torch.from_numpy(mask[act][:, sl]).to(device)
             opt.zero_grad()
-            per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info)
-            act = torch.from_numpy(active).to(device)
-            (per * act).sum().backward()
+            per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info, experts=sub)
+            per.sum().backward()
             allreduce_grads(params, info, replicated=[model.logit_scale] if cfg.loss == "infonce" else ())
             lr = cosine_lr(cfg.lr, opt.steps, total)
             opt.step(lr, torch.from_numpy(active))
-            run_loss += np.where(active, per.detach().cpu().numpy(), 0)
-            run_n += active
+            run_loss[act] += per.detach().cpu().numpy()
+            run_n[act] += 1
         with np.errstate(invalid="ignore"):
             tr_loss = run_loss / np.maximum(run_n, 1)
         val = validation_losses(model, store, val_rows, cfg.batch_size, cfg.loss, cfg.tau, device)
