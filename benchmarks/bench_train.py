@@ -4,6 +4,9 @@
   experts trained one after another as separate BLEEP modules reading one .npy file per spot (the released
   data path);
 - the share of the FLOP bound given by torch's plain matmul GFLOP/s on this machine;
+- both measured under the allocator setting ``spade_st.train.pretrain.train`` uses on CPU (``keep_freed_memory``:
+  freed blocks stay in the process, so the big per-step buffers are not page-faulted in again; ``--plain-malloc``
+  leaves glibc's defaults);
 - peak RSS training one epoch on a synthetic 500k-spot store (1024-d features, 8k-gene panel), in a fresh
   process, and seconds per epoch at 100k vs 500k spots.
 Shapes: 1024-d features, 7,968-gene panel, 16 experts, batch 128, CPU, all cores.
@@ -26,6 +29,7 @@ from torch import nn
 
 from spade_st.experts.heads import StackedHeads
 from spade_st.experts.loss import bleep_loss
+from spade_st.train._malloc import keep_freed_memory
 from spade_st.train.loop import ExpertBatches, gather_rows, prefetch
 from spade_st.train.optim import StackedAdamW, cosine_lr
 from spade_st.train.store import RowFile
@@ -162,13 +166,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--tmp", default=None, help="folder for the temporary stores (needs ~10 GB for 500k)")
     ap.add_argument("--quick", action="store_true", help="20k / 100k spots instead of 100k / 500k")
+    ap.add_argument("--plain-malloc", action="store_true", help="leave glibc's malloc settings alone")
     args = ap.parse_args()
+    tuned = False if args.plain_malloc else keep_freed_memory()
     if args.child:
         return child(args)
     torch.set_num_threads(torch.get_num_threads())
     if args.quick:
         args.small, args.spots = 20_000, 100_000
-    print(f"threads={torch.get_num_threads()} shapes: D={D} G={G} E={E} B={B}")
+    print(f"threads={torch.get_num_threads()} shapes: D={D} G={G} E={E} B={B} malloc tuned: {tuned}")
     gflops = matmul_gflops()
     bound = gflops * 1e9 / flops_per_pair()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -182,6 +188,7 @@ def main() -> None:
     parts = {}
     for n in (args.small, args.spots):
         cmd = [sys.executable, __file__, "--child", "--spots", str(n)] + (["--tmp", args.tmp] if args.tmp else [])
+        cmd += ["--plain-malloc"] if args.plain_malloc else []
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
         parts[n] = json.loads(r.stdout.strip().splitlines()[-1])
         p = parts[n]

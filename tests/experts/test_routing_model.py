@@ -144,3 +144,25 @@ def test_import_refuses_pickled_code(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros(2, np.int64))
     with pytest.raises(SpadeInputError, match="refusing"):
         import_released([p], tmp_path / "c.npy", tmp_path / "m.npy")
+
+
+@pytest.mark.parametrize("skew", [False, True])
+def test_sparse_grouped_and_per_expert_paths_agree(skew):
+    """Top-k mixing as one padded contraction equals the per-expert loop and the dense mix restricted to top-k."""
+    from spade_st.experts.heads import StackedHeads
+    from spade_st.experts.router import mix_experts
+
+    torch.manual_seed(0)
+    heads = StackedHeads(6, 10, 8).eval()
+    x = torch.randn(50, 10)
+    alpha = torch.softmax(torch.randn(50, 6) * 3, 1)
+    if skew:  # most rows routed to one expert
+        alpha[:40] = torch.tensor([0.9, 0.1, 0, 0, 0, 0])
+    vals, idx = alpha.topk(2, 1)
+    alpha = torch.zeros_like(alpha).scatter_(1, idx, vals / vals.sum(1, keepdim=True))
+    with torch.no_grad():
+        a = mix_experts(heads, x, alpha, sparse=True, grouped=True)
+        b = mix_experts(heads, x, alpha, sparse=True, grouped=False)
+        c = mix_experts(heads, x, alpha, sparse=False)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)

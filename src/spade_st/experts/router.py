@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+_PAD_ROWS = 512  #: padding rows the grouped sparse path may add before the per-expert loop is cheaper
+
 
 def route_weights(
     x: torch.Tensor,
@@ -36,20 +38,36 @@ def route_weights(
     return alpha / alpha.sum(1, keepdim=True).clamp(min=1e-30)
 
 
-def mix_experts(heads, x: torch.Tensor, alpha: torch.Tensor, sparse: bool = False) -> torch.Tensor:
-    """Σ_e α_e · head_e(x): dense = one batched contraction over all experts; sparse = only experts with α > 0."""
+def mix_experts(heads, x: torch.Tensor, alpha: torch.Tensor, sparse: bool = False, grouped: bool | None = None):
+    """Σ_e α_e · head_e(x): dense = one batched contraction over all experts; sparse = only experts with α > 0.
+
+    Sparse rows are sorted by expert and run either as one padded batched contraction (every expert's rows in
+    a slot of an (E, max rows per expert, D) batch: a few tensor ops whatever E is) or, when the routing is so
+    unbalanced that padding would waste more than it saves, expert by expert. ``grouped`` forces one or the
+    other (default: chosen by the padding it would take).
+    """
     if not sparse:
         h = heads.forward_all(x)  # (E, N, d)
         return torch.einsum("ne,end->nd", alpha.to(h.dtype), h)
+    E = heads.n_experts
     rows, experts = torch.nonzero(alpha > 0, as_tuple=True)
     order = torch.argsort(experts, stable=True)
     rows, experts = rows[order], experts[order]
-    contrib = x.new_empty(len(rows), heads.out_dim)
-    start = 0
-    for e, c in enumerate(torch.bincount(experts, minlength=heads.n_experts).tolist()):
-        if c == 0:
-            continue
-        r = rows[start : start + c]
-        contrib[start : start + c] = alpha[r, e, None].to(x.dtype) * heads.expert_forward(x[r], e)
-        start += c
-    return x.new_zeros(len(x), heads.out_dim).index_add_(0, rows, contrib)  # one scatter for all experts
+    counts = torch.bincount(experts, minlength=E)
+    weight = alpha[rows, experts].to(x.dtype)[:, None]
+    cap = int(counts.max()) if len(rows) else 0
+    if grouped is None:
+        grouped = E * cap <= 2 * len(rows) or E * cap - len(rows) <= _PAD_ROWS
+    if grouped:
+        slot = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[experts]
+        xp = x.new_zeros(E, cap, x.shape[1])
+        xp[experts, slot] = x[rows]
+        contrib = heads(xp)[experts, slot]
+    else:
+        contrib = x.new_empty(len(rows), heads.out_dim)
+        start = 0
+        for e, c in enumerate(counts.tolist()):
+            if c:
+                contrib[start : start + c] = heads.expert_forward(x[rows[start : start + c]], e)
+                start += c
+    return x.new_zeros(len(x), heads.out_dim).index_add_(0, rows, weight * contrib)  # one scatter for all experts

@@ -22,6 +22,7 @@ from .._validation import SpadeInputError
 from ..encoders._dist import barrier, default_device, init_distributed
 from ..experts.clustering import TwoStageClustering
 from ..experts.model import SpadeConfig, SpadeModel
+from ._malloc import keep_freed_memory
 from .checkpoint import config_hash, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
 from .loop import ExpertBatches, allreduce_grads, expert_losses, gather_rows, prefetch, validation_losses
@@ -137,6 +138,8 @@ def train(cfg: PretrainConfig, info=None) -> Path:
     cfg.validate(require=("out",))
     info = info if info is not None else init_distributed(cfg.device)
     device = torch.device(default_device(info, cfg.device))
+    if device.type == "cpu":
+        keep_freed_memory()
     missing = [n for n in ("split.json", "panel.json", "store", "clustering.npz") if not (cfg.out / n).exists()]
     if missing:
         msg = f"{cfg.out} is not a prepared pretraining folder (missing {missing}); run `spade-st pretrain` on it"
