@@ -219,7 +219,15 @@ def train(cfg: PretrainConfig, info=None) -> Path:
                 gather_rows(store.expression, idx[act][:, sl], device),
             )
 
-        for (step, _, mask, _), (act, feats, genes) in prefetch(batches.epoch(epoch), load):
+        steps = tqdm(
+            prefetch(batches.epoch(epoch), load),
+            total=batches.n_steps,
+            desc=f"epoch {epoch}",
+            unit="step",
+            leave=False,
+            disable=not cfg.progress or not info.is_main,
+        )
+        for (step, _, mask, _), (act, feats, genes) in steps:
             maybe_die(f"epoch{epoch}-step{step}")
             if not len(act):
                 continue
