@@ -10,7 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+_CPU_BLOCK = {False: 256, True: 1024}  #: rows per block on CPU, dense / sparse (fastest on a 2-core machine)
 _PAD_ROWS = 512  #: padding rows the grouped sparse path may add before the per-expert loop is cheaper
+
+
+def centroid_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (N, K) as ‖x‖² − 2 x·c + ‖c‖² in one matmul (what ``torch.cdist`` computes for
+    these sizes, without its concatenated copies of the inputs), clamped at 0 before the root."""
+    d2 = torch.addmm((centroids * centroids).sum(1), x, centroids.T, alpha=-2.0)
+    return d2.add_((x * x).sum(1, keepdim=True)).clamp_(min=0).sqrt_()
 
 
 def route_weights(
@@ -25,7 +33,7 @@ def route_weights(
     if x.shape[-1] != centroids.shape[-1]:
         msg = f"features have dimension {x.shape[-1]}, the model routes {centroids.shape[-1]}-d features"
         raise ValueError(msg)
-    d = torch.cdist(x.float(), centroids.float())  # (N, K) Euclidean
+    d = centroid_distances(x.float(), centroids.float())  # (N, K) Euclidean
     if tau_r == 0:
         w = F.one_hot(d.argmin(1), num_classes=centroids.shape[0]).float()
     else:
@@ -46,6 +54,14 @@ def mix_experts(heads, x: torch.Tensor, alpha: torch.Tensor, sparse: bool = Fals
     unbalanced that padding would waste more than it saves, expert by expert. ``grouped`` forces one or the
     other (default: chosen by the padding it would take).
     """
+    block = _CPU_BLOCK[sparse]
+    if x.device.type == "cpu" and len(x) > block:  # row blocks keep the (E, rows, d) intermediates in cache
+        return torch.cat(
+            [
+                mix_experts(heads, x[i : i + block], alpha[i : i + block], sparse, grouped)
+                for i in range(0, len(x), block)
+            ]
+        )
     if not sparse:
         h = heads.forward_all(x)  # (E, N, d)
         return torch.einsum("ne,end->nd", alpha.to(h.dtype), h)

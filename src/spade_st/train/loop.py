@@ -50,14 +50,30 @@ def gather_rows(rows, idx: np.ndarray, device) -> torch.Tensor:
     return block.reshape(*idx.shape, -1).to(device, torch.float32, non_blocking=True)
 
 
-def prefetch(items, load, depth: int = 1):
-    """Yield ``(item, load(item))`` with the next ``depth`` loads running in a background thread.
+def spare_core() -> bool:
+    """Whether a CPU core is left over by torch's intra-op threads (for a background loader)."""
+    import os
 
-    Reading rows (``pread``, copies) releases the GIL, so the next batch is read while this one trains.
+    return (os.cpu_count() or 1) > torch.get_num_threads()
+
+
+def prefetch(items, load, depth: int = 1, background: bool | None = None):
+    """Yield ``(item, load(item))``, with the next ``depth`` loads running in a background thread.
+
+    Reading rows (``preadv``, copies) releases the GIL, so the next batch is read while this one trains. With
+    ``background=None`` the thread is used only when a core is free of torch's threads: on a CPU where torch
+    uses every core, a loader thread preempts them (measured: 20 % slower per step on 2 cores than loading
+    in line), so the loads then run in line. Pass ``True`` when training on a GPU.
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
+    if background is None:
+        background = spare_core()
+    if not background:
+        for item in items:
+            yield item, load(item)
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:
         queue: deque = deque()
         for item in items:

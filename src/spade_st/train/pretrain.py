@@ -220,7 +220,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
             )
 
         steps = tqdm(
-            prefetch(batches.epoch(epoch), load),
+            prefetch(batches.epoch(epoch), load, background=device.type != "cpu" or None),
             total=batches.n_steps,
             desc=f"epoch {epoch}",
             unit="step",

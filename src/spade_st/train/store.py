@@ -59,16 +59,28 @@ class RowFile:
             return out
         order = np.argsort(idx, kind="stable")
         sidx = idx[order]
-        breaks = np.flatnonzero(np.diff(sidx) != 1) + 1  # runs of consecutive rows: one read each
-        buf = np.empty((len(idx), self.shape[1]), self.dtype)
-        pos = 0
-        for run in np.split(sidx, breaks):
-            n = len(run)
-            raw = os.pread(self._fd, n * self.row_bytes, self.offset + int(run[0]) * self.row_bytes)
-            buf[pos : pos + n] = np.frombuffer(raw, self.dtype).reshape(n, self.shape[1])
-            pos += n
-        out[order] = buf
+        if sidx[0] < 0 or sidx[-1] >= self.shape[0]:
+            msg = f"row index out of range for {self.path} with {self.shape[0]} rows"
+            raise IndexError(msg)
+        starts = np.flatnonzero(np.diff(sidx, prepend=sidx[0] - 2) != 1)  # runs of consecutive rows: one read each
+        lengths = np.diff(np.append(starts, len(sidx)))
+        for pos, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+            dst = order[pos : pos + n]
+            if n == 1 or (dst[-1] - dst[0] == n - 1 and (np.diff(dst) == 1).all()):
+                self._read(int(sidx[pos]), n, out[dst[0] : dst[0] + n])  # straight into place, no copy
+            else:
+                tmp = np.empty((n, self.shape[1]), self.dtype)
+                self._read(int(sidx[pos]), n, tmp)
+                out[dst] = tmp
         return out
+
+    def _read(self, row: int, n: int, dst: np.ndarray) -> None:
+        """Read ``n`` rows from ``row`` into the C-contiguous array ``dst`` (one ``preadv``, no temporary bytes)."""
+        want = n * self.row_bytes
+        got = os.preadv(self._fd, [memoryview(dst).cast("B")], self.offset + row * self.row_bytes)
+        if got != want:
+            msg = f"{self.path} is shorter than its header says (truncated?); rebuild it (delete the store folder)"
+            raise SpadeInputError(msg)
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_fd"}
