@@ -30,7 +30,7 @@ from torch import nn
 from spade_st.experts.heads import StackedHeads
 from spade_st.experts.loss import bleep_loss
 from spade_st.train._malloc import keep_freed_memory
-from spade_st.train.loop import ExpertBatches, gather_rows, prefetch
+from spade_st.train.loop import ExpertBatches, prefetch, read_rows, to_device
 from spade_st.train.optim import StackedAdamW, cosine_lr
 from spade_st.train.store import RowFile
 
@@ -95,6 +95,22 @@ def batched_step_fn(device="cpu"):
     return step
 
 
+def optimizer_ms(reps: int = 5) -> float:
+    """Milliseconds of one StackedAdamW step over the heads' parameters (all experts active): memory-bound work
+    (parameters, gradients and both moments read, three written) that no matmul speed removes from a step."""
+    img, gene = StackedHeads(E, D, OUT), StackedHeads(E, G, OUT)
+    params = list(img.parameters()) + list(gene.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = StackedAdamW(params, E)
+    lr, on = torch.full((E,), 1e-4, dtype=torch.float64), torch.ones(E, dtype=torch.bool)
+    opt.step(lr, on)
+    t = time.perf_counter()
+    for _ in range(reps):
+        opt.step(lr, on)
+    return (time.perf_counter() - t) / reps * 1000
+
+
 def run_epoch(store: Path, n_steps: int | None = None) -> dict:
     """One epoch (or n_steps) of the batched experts over a store; returns pairs/s and peak RSS."""
     feats, expr = RowFile(store / "features.npy"), RowFile(store / "expression.npy")
@@ -104,10 +120,8 @@ def run_epoch(store: Path, n_steps: int | None = None) -> dict:
     step = batched_step_fn()
     t, pairs = time.perf_counter(), 0
     steps = (b for b in batches.epoch(0) if n_steps is None or b[0] < n_steps)
-    for (_, _, mask, _), (x, y) in prefetch(
-        steps, lambda b: (gather_rows(feats, b[1], "cpu"), gather_rows(expr, b[1], "cpu"))
-    ):
-        step(x, y, torch.from_numpy(mask))
+    for (_, _, mask, _), (x, y) in prefetch(steps, lambda b: (read_rows(feats, b[1]), read_rows(expr, b[1]))):
+        step(to_device(x, "cpu"), to_device(y, "cpu"), torch.from_numpy(mask))
         pairs += int(mask.sum())
     dt = time.perf_counter() - t
     return {"pairs_per_s": pairs / dt, "seconds": dt, "pairs": pairs, "peak_rss_gb": peak_rss_gb()}
@@ -185,6 +199,11 @@ def main() -> None:
         seq = sequential_files(Path(tmp), steps_per_expert=2)
     print(f"batched experts: {batched:.0f} pairs/s; sequential modules + one .npy per spot: {seq:.0f} pairs/s")
     print(f"matmul {gflops:.1f} GFLOP/s -> FLOP bound {bound:.0f} pairs/s ({flops_per_pair() / 1e6:.1f} MFLOP/pair)")
+    t_bound, t_opt = E * B / bound * 1000, optimizer_ms()
+    print(
+        f"a step at the FLOP bound takes {t_bound:.0f} ms; the optimizer step alone takes {t_opt:.0f} ms, so even with"
+        f" every matmul at full speed a step reaches at most {t_bound / (t_bound + t_opt):.0%} of the bound"
+    )
     parts = {}
     for n in (args.small, args.spots):
         cmd = [sys.executable, __file__, "--child", "--spots", str(n)] + (["--tmp", args.tmp] if args.tmp else [])

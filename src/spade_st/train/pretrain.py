@@ -25,7 +25,7 @@ from ..experts.model import SpadeConfig, SpadeModel
 from ._malloc import keep_freed_memory
 from .checkpoint import config_hash, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
-from .loop import ExpertBatches, allreduce_grads, expert_losses, gather_rows, prefetch, validation_losses
+from .loop import ExpertBatches, allreduce_grads, expert_losses, prefetch, read_rows, to_device, validation_losses
 from .optim import StackedAdamW, cosine_lr
 from .splits import Split, make_split
 from .store import RowSubset, build_store, open_store
@@ -42,7 +42,7 @@ def _infer_encoder(features: Path) -> str:
 
 
 def prepare(cfg: PretrainConfig):
-    """Split, panel, store and clustering (rank 0 writes; reused when present). Returns their paths."""
+    """Split, panel, store and clustering (rank 0 writes; reused when present). Returns the split and panel."""
     from ..genes import GenePanel, build_panel
     from ..io import read_hest
 
@@ -213,14 +213,10 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         def load(b, stopped=stopped):
             _, idx, _, active = b
             act = np.flatnonzero(active & ~stopped)  # only the experts that train at this step are read and run
-            return (
-                act,
-                gather_rows(store.features, idx[act][:, sl], device),
-                gather_rows(store.expression, idx[act][:, sl], device),
-            )
+            return act, read_rows(store.features, idx[act][:, sl]), read_rows(store.expression, idx[act][:, sl])
 
         steps = tqdm(
-            prefetch(batches.epoch(epoch), load, background=device.type != "cpu" or None),
+            prefetch(batches.epoch(epoch), load),
             total=batches.n_steps,
             desc=f"epoch {epoch}",
             unit="step",
@@ -231,6 +227,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
             maybe_die(f"epoch{epoch}-step{step}")
             if not len(act):
                 continue
+            feats, genes = to_device(feats, device), to_device(genes, device)
             active = np.zeros(E, bool)
             active[act] = True
             sub = None if len(act) == E else torch.from_numpy(act).to(device)
