@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: peak RSS, the her2st root, key=value output."""
+"""Helpers shared by the benchmarks: peak RSS, the her2st root, float16 .npy writing, key=value output."""
 
 from __future__ import annotations
 
@@ -15,6 +15,19 @@ CACHE = Path(os.environ.get("SPADE_ST_BENCH_CACHE", REPO / "runs" / "bench-cache
 def peak_rss_gb() -> float:
     """Peak resident set size of this process so far, in GB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def write_npy_f16(path: Path, shape: tuple[int, int], chunks) -> None:
+    """Write a float16 .npy of ``shape`` by appending row chunks through a file handle (no memory map, so no
+    RSS growth however big the file)."""
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
+        )
+        for c in chunks:
+            fh.write(np.ascontiguousarray(c, dtype=np.float16).tobytes())
 
 
 def her2st_root() -> Path:

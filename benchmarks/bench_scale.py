@@ -30,20 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import last_line, peak_rss_gb
+from _common import last_line, peak_rss_gb, write_npy_f16
 
 D, G, ORGANS, PER_SAMPLE, CHUNK = 1024, 7968, 8, 5000, 20_000
 CHECKPOINTS = (10_000, 100_000, 1_000_000, 2_000_000)
-
-
-def _append_npy(path: Path, shape: tuple[int, int], chunks) -> None:
-    """Write a float16 .npy by appending chunks through a file handle (no memory map, so no RSS growth)."""
-    with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
-        )
-        for c in chunks:
-            fh.write(np.ascontiguousarray(c, dtype=np.float16).tobytes())
 
 
 def build(run: Path, n: int) -> dict:
@@ -80,8 +70,8 @@ def build(run: Path, n: int) -> dict:
             yield pool[rng.integers(0, len(pool), min(CHUNK, n - i))]
 
     t = time.perf_counter()
-    _append_npy(store / "features.npy", (n, D), feature_chunks())
-    _append_npy(store / "expression.npy", (n, G), expression_chunks())
+    write_npy_f16(store / "features.npy", (n, D), feature_chunks())
+    write_npy_f16(store / "expression.npy", (n, G), expression_chunks())
     ids = np.array([f"S{s:04d}" for s in range(n_samples)])
     pd.DataFrame(
         {

@@ -34,7 +34,7 @@ from spade_st.train.loop import ExpertBatches, prefetch, read_rows, to_device
 from spade_st.train.optim import StackedAdamW, cosine_lr
 from spade_st.train.store import RowFile
 
-from _common import last_line, peak_rss_gb
+from _common import last_line, peak_rss_gb, write_npy_f16
 
 D, G, E, B, OUT = 1024, 7968, 16, 128, 256
 
@@ -60,22 +60,13 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def _write_npy(path: Path, shape: tuple[int, int], chunk_fn) -> None:
-    """Write a float16 .npy by appending chunks through a file handle (no memory map, so no RSS growth)."""
-    with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
-        )
-        for i in range(0, shape[0], 20000):
-            fh.write(chunk_fn(min(20000, shape[0] - i)).astype(np.float16).tobytes())
-
-
 def write_store(folder: Path, n: int, seed: int = 0) -> None:
     """A synthetic packed store: float16 features (N, 1024) and panel expression (N, 7968)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    _write_npy(folder / "features.npy", (n, D), lambda k: rng.standard_normal((k, D), dtype=np.float32))
-    _write_npy(folder / "expression.npy", (n, G), lambda k: rng.random((k, G), dtype=np.float32))
+    sizes = [min(20000, n - i) for i in range(0, n, 20000)]
+    write_npy_f16(folder / "features.npy", (n, D), (rng.standard_normal((k, D), dtype=np.float32) for k in sizes))
+    write_npy_f16(folder / "expression.npy", (n, G), (rng.random((k, G), dtype=np.float32) for k in sizes))
 
 
 def batched_step_fn(device="cpu"):

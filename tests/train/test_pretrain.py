@@ -108,30 +108,9 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     """Trained experts retrieve, for each spot's image, gene embeddings of the same tissue region."""
     root, f = real_feats
     out = tmp_path / "m"
-    assert (
-        main(
-            [
-                "pretrain",
-                "--data",
-                str(root),
-                "--features",
-                str(f),
-                "--out",
-                str(out),
-                "--k1",
-                "2",
-                "--experts",
-                "2",
-                "--epochs",
-                "40",
-                "--batch-size",
-                "32",
-                "--lr",
-                "1e-3",
-            ]
-        )
-        == 0
-    )
+    # later flags override _args' defaults (argparse keeps the last value)
+    extra = ("--k1", "2", "--experts", "2", "--epochs", "40", "--batch-size", "32", "--lr", "1e-3")
+    assert main(_args(root, f, out, *extra)) == 0
     model = SpadeModel.from_pretrained(out)
     from spade_st.genes import GenePanel
 

@@ -31,17 +31,23 @@ class ExpertBatches:
 
     def epoch(self, epoch: int):
         """Yield (step, idx (E, B) int64, mask (E, B) bool, active (E,) bool) for one epoch."""
-        E = len(self.rows)
         perms = [np.random.default_rng([self.seed, epoch, e]).permutation(r) for e, r in enumerate(self.rows)]
         for t in range(self.n_steps):
-            idx = np.zeros((E, self.B), np.int64)
-            mask = np.zeros((E, self.B), bool)
-            for e, p in enumerate(perms):
-                chunk = p[t * self.B : (t + 1) * self.B]
-                idx[e, : len(chunk)] = chunk
-                idx[e, len(chunk) :] = chunk[0] if len(chunk) else 0
-                mask[e, : len(chunk)] = True
+            idx, mask = step_arrays(perms, t, self.B)
             yield t, idx, mask, mask.any(1)
+
+
+def step_arrays(orders: list[np.ndarray], t: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (E, B) int64 and validity mask (E, B) of step ``t``: expert e takes rows
+    ``orders[e][t*B:(t+1)*B]``; a short batch is padded with its first row (or 0) and masked."""
+    idx = np.zeros((len(orders), batch_size), np.int64)
+    mask = np.zeros((len(orders), batch_size), bool)
+    for e, rows in enumerate(orders):
+        chunk = rows[t * batch_size : (t + 1) * batch_size]
+        idx[e, : len(chunk)] = chunk
+        idx[e, len(chunk) :] = chunk[0] if len(chunk) else 0
+        mask[e, : len(chunk)] = True
+    return idx, mask
 
 
 def read_rows(rows, idx: np.ndarray) -> np.ndarray:
@@ -139,13 +145,7 @@ def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int,
     total, count = np.zeros(E), np.zeros(E)
     n_steps = max((int(np.ceil(len(r) / batch_size)) for r in val_rows), default=0)
     for t in range(n_steps):
-        idx = np.zeros((E, batch_size), np.int64)
-        mask = np.zeros((E, batch_size), bool)
-        for e, r in enumerate(val_rows):
-            chunk = r[t * batch_size : (t + 1) * batch_size]
-            idx[e, : len(chunk)] = chunk
-            idx[e, len(chunk) :] = chunk[0] if len(chunk) else 0
-            mask[e, : len(chunk)] = True
+        idx, mask = step_arrays(val_rows, t, batch_size)
         act = np.flatnonzero(mask.any(1))  # experts that still have validation rows at this step
         sub = None if len(act) == E else torch.from_numpy(act).to(device)
         per = expert_losses(
