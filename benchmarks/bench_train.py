@@ -30,7 +30,7 @@ from torch import nn
 from spade_st.experts.heads import StackedHeads
 from spade_st.experts.loss import bleep_loss
 from spade_st.train._malloc import keep_freed_memory
-from spade_st.train.loop import ExpertBatches, prefetch, read_rows, to_device
+from spade_st.train.loop import ExpertBatches, prefetch, read_rows, step_mask, to_device
 from spade_st.train.optim import StackedAdamW, cosine_lr
 from spade_st.train.store import RowFile
 
@@ -112,7 +112,7 @@ def run_epoch(store: Path, n_steps: int | None = None) -> dict:
     t, pairs = time.perf_counter(), 0
     steps = (b for b in batches.epoch(0) if n_steps is None or b[0] < n_steps)
     for (_, _, mask, _), (x, y) in prefetch(steps, lambda b: (read_rows(feats, b[1]), read_rows(expr, b[1]))):
-        step(to_device(x, "cpu"), to_device(y, "cpu"), torch.from_numpy(mask))
+        step(to_device(x, "cpu"), to_device(y, "cpu"), step_mask(mask, "cpu"))
         pairs += int(mask.sum())
     dt = time.perf_counter() - t
     return {"pairs_per_s": pairs / dt, "seconds": dt, "pairs": pairs, "peak_rss_gb": peak_rss_gb()}

@@ -63,6 +63,13 @@ def to_device(block: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(block).to(device, torch.float32, non_blocking=True)
 
 
+def step_mask(mask: np.ndarray, device, cols: slice = slice(None)) -> torch.Tensor | None:
+    """Columns ``cols`` (this rank's slice) of a step's validity mask (A, b) on ``device``, or None when every
+    row of the global ``mask`` is valid: the losses then skip the masking ops. Decided on the host (no device
+    sync) and from the global mask, so under torchrun every rank agrees on None."""
+    return None if mask.all() else torch.from_numpy(np.ascontiguousarray(mask[:, cols])).to(device)
+
+
 def gather_rows(rows, idx: np.ndarray, device) -> torch.Tensor:
     """Rows ``idx`` (any shape) of a store array as float32 on ``device``."""
     return to_device(read_rows(rows, idx), device)
@@ -105,6 +112,8 @@ def expert_losses(
 ) -> torch.Tensor:
     """Per-expert loss (E,) of one step's batches (E, b, ·); with ``info`` the global batch across ranks.
 
+    ``mask`` (E, b) marks valid rows, or None when all are (see :func:`step_mask`).
+
     With ``experts`` (A indices), the batches are those experts' (A, b, ·) and only they run: loss (A,).
     """
     z = model.image_heads(feats, experts)
@@ -112,7 +121,7 @@ def expert_losses(
     m = mask
     if info is not None and info.world_size > 1:
         z, s = _gather_with_local(z, info), _gather_with_local(s, info)
-        m = _gather_with_local(mask, info)
+        m = None if mask is None else _gather_with_local(mask, info)
     if loss == "infonce":
         scale = model.logit_scale if experts is None else model.logit_scale[experts]
         return infonce_loss(z, s, scale, m)
@@ -152,7 +161,7 @@ def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int,
             model,
             gather_rows(store.features, idx[act], device),
             gather_rows(store.expression, idx[act], device),
-            torch.from_numpy(mask[act]).to(device),
+            step_mask(mask[act], device),
             loss,
             tau,
             experts=sub,

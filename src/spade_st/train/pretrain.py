@@ -25,7 +25,16 @@ from ..experts.model import SpadeConfig, SpadeModel
 from ._malloc import keep_freed_memory
 from .checkpoint import config_hash, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
-from .loop import ExpertBatches, allreduce_grads, expert_losses, prefetch, read_rows, to_device, validation_losses
+from .loop import (
+    ExpertBatches,
+    allreduce_grads,
+    expert_losses,
+    prefetch,
+    read_rows,
+    step_mask,
+    to_device,
+    validation_losses,
+)
 from .optim import StackedAdamW, cosine_lr
 from .splits import Split, make_split
 from .store import RowSubset, build_store, open_store
@@ -231,7 +240,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
             active = np.zeros(E, bool)
             active[act] = True
             sub = None if len(act) == E else torch.from_numpy(act).to(device)
-            m = torch.from_numpy(mask[act][:, sl]).to(device)
+            m = step_mask(mask[act], device, sl)
             opt.zero_grad()
             per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info, experts=sub)
             per.sum().backward()

@@ -1,0 +1,20 @@
+"""Step layout of the batched training loop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spade_st.train.loop import step_arrays, step_mask
+
+
+def test_step_mask_is_none_only_when_every_row_of_the_global_batch_is_valid():
+    orders = [np.arange(10), np.arange(10, 14)]  # expert 1 has a short second batch
+    _, mask = step_arrays(orders, 0, 4)
+    assert step_mask(mask, "cpu") is None
+    idx, mask = step_arrays(orders, 1, 4)
+    assert idx[0].tolist() == [4, 5, 6, 7] and not mask[1].any()
+    assert step_mask(mask, "cpu").tolist() == mask.tolist()
+    # a rank's slice is all valid, another's is not: both get the tensor (they must agree on the loss's form)
+    mask = np.array([[True, True, True, False]])
+    assert step_mask(mask, "cpu", slice(0, 2)).tolist() == [[True, True]]
+    assert step_mask(mask, "cpu", slice(2, 4)).tolist() == [[True, False]]
