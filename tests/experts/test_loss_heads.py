@@ -160,3 +160,64 @@ def test_running_a_subset_of_experts_equals_the_full_stack():
         assert p.grad[[0, 2]].abs().max() == 0  # experts that did not run get no update
     with pytest.raises(ValueError, match="3 experts"):
         heads(x, sub)
+
+
+def test_dropout_keeps_one_minus_rate_scaled_and_is_off_in_eval():
+    """Training: each element of the residual branch is kept with probability 1 - rate and scaled by
+    1 / (1 - rate), and the gradient flows through the kept ones only; eval: the plain residual sum."""
+    torch.manual_seed(0)
+    heads = StackedHeads(2, 4, 64, dropout=0.25)
+    h = torch.full((2, 500, 64), 2.0, requires_grad=True)
+    p = torch.zeros(2, 500, 64)
+    out = heads._dropout_add(h, p)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01  # 64k draws: sd of the mean ~0.002
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 2.0 / 0.75))
+    out.sum().backward()
+    torch.testing.assert_close(h.grad, kept.float() / 0.75)
+    assert not torch.equal(heads._dropout_add(h, p), out)  # fresh masks each call
+    heads.eval()
+    torch.testing.assert_close(heads._dropout_add(h, p + 1), h + 1)
+
+
+def test_all_valid_mask_equals_no_mask():
+    g = torch.Generator().manual_seed(2)
+    z, s = torch.randn(3, 6, 4, generator=g), torch.randn(3, 6, 4, generator=g)
+    torch.testing.assert_close(bleep_loss(z, s, 1.0, torch.ones(3, 6, dtype=torch.bool)), bleep_loss(z, s, 1.0, None))
+
+
+def test_subnormal_target_gradients_are_flushed_and_nothing_else_changes():
+    """Near one-hot targets (long, aligned embeddings) put subnormal values into the gradient through their
+    softmax; bleep_loss zeroes exactly those (on CPU float32), so the gradients equal the float64 ones."""
+    from spade_st.experts.loss import _flush_subnormal_grad
+
+    x = torch.zeros(4, requires_grad=True)
+    g = torch.tensor([1e-39, -1e-40, 1.2e-38, 0.5])  # two subnormals, the smallest normal, a normal value
+    _flush_subnormal_grad(x * 1.0).backward(g)
+    torch.testing.assert_close(x.grad, torch.tensor([0.0, 0.0, 1.2e-38, 0.5]))
+
+    torch.manual_seed(0)
+    c = torch.randn(1, 1, 256)  # a shared component: similarities ~100 below the diagonal, as in training
+    z = F.layer_norm(c + 0.8 * torch.randn(2, 64, 256), (256,)).requires_grad_(True)
+    s = F.layer_norm(c + 0.8 * torch.randn(2, 64, 256), (256,)).requires_grad_(True)
+    tiny = torch.finfo(torch.float32).tiny
+    seen = []
+
+    def spy(t):
+        t.register_hook(lambda gr: seen.append(((gr != 0) & (gr.abs() < tiny)).sum().item()))
+        return t
+
+    import spade_st.experts.loss as loss_mod
+
+    orig = loss_mod._flush_subnormal_grad
+    loss_mod._flush_subnormal_grad = lambda t: spy(orig(spy(t)))  # before and after the flush
+    try:
+        bleep_loss(z, s).sum().backward()
+    finally:
+        loss_mod._flush_subnormal_grad = orig
+    assert len(seen) == 2 and seen[0] > 0, "these inputs must produce subnormal gradients, or the test tests nothing"
+    assert seen[1] == 0
+    z64, s64 = z.detach().double().requires_grad_(True), s.detach().double().requires_grad_(True)
+    bleep_loss(z64, s64).sum().backward()
+    torch.testing.assert_close(z.grad.double(), z64.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(s.grad.double(), s64.grad, rtol=1e-4, atol=1e-6)

@@ -29,7 +29,7 @@ class StackedHeads(nn.Module):
         self.b2 = nn.Parameter(torch.empty(n_experts, 1, out_dim))
         self.ln_w = nn.Parameter(torch.ones(n_experts, 1, out_dim))
         self.ln_b = nn.Parameter(torch.zeros(n_experts, 1, out_dim))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout_rate = float(dropout)
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -42,9 +42,20 @@ class StackedHeads(nn.Module):
             self.ln_w.fill_(1.0)
             self.ln_b.zero_()
 
+    def _dropout_add(self, h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``Dropout(h) + p`` (the residual), as one ``addcmul`` with a scaled keep mask.
+
+        An element is kept where a uniform draw is >= the rate (probability 1 - rate, as ``nn.Dropout``) and
+        scaled by 1 / (1 - rate). Drawing uniforms and comparing is ~1.6x faster on CPU than ``bernoulli_``,
+        and the add and the masking run as one op.
+        """
+        if not self.training or self.dropout_rate == 0:
+            return h + p
+        scale = torch.rand_like(h).ge_(self.dropout_rate).mul_(1.0 / (1.0 - self.dropout_rate))
+        return torch.addcmul(p, h, scale)
+
     def _tail(self, p: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, w2, b2) -> torch.Tensor:
-        h = torch.baddbmm(b2, F.gelu(p), w2)
-        h = self.dropout(h) + p
+        h = self._dropout_add(torch.baddbmm(b2, F.gelu(p), w2), p)
         h = F.layer_norm(h, (self.out_dim,), eps=self.eps)
         return h * ln_w + ln_b
 
@@ -74,8 +85,7 @@ class StackedHeads(nn.Module):
     def expert_forward(self, x: torch.Tensor, e: int) -> torch.Tensor:
         """Expert ``e`` alone on rows (N, in) -> (N, out)."""
         p = torch.addmm(self.b1[e, 0], x, self.w1[e])
-        h = torch.addmm(self.b2[e, 0], F.gelu(p), self.w2[e])
-        h = self.dropout(h) + p
+        h = self._dropout_add(torch.addmm(self.b2[e, 0], F.gelu(p), self.w2[e]), p)
         return F.layer_norm(h, (self.out_dim,), self.ln_w[e, 0], self.ln_b[e, 0], eps=self.eps)
 
     def forward_experts(self, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
