@@ -18,3 +18,16 @@ def test_step_mask_is_none_only_when_every_row_of_the_global_batch_is_valid():
     mask = np.array([[True, True, True, False]])
     assert step_mask(mask, "cpu", slice(0, 2)).tolist() == [[True, True]]
     assert step_mask(mask, "cpu", slice(2, 4)).tolist() == [[True, False]]
+
+
+def test_to_device_converts_float16_blocks_to_float32():
+    import torch
+
+    from spade_st.train.loop import to_device
+
+    block = np.random.default_rng(0).random((2, 3, 5)).astype(np.float16)
+    want = torch.from_numpy(block.astype(np.float32))
+    assert torch.equal(to_device(block, "cpu"), want)
+    if torch.cuda.is_available():  # the block travels as float16 and is converted on the device
+        got = to_device(block, "cuda")
+        assert got.device.type == "cuda" and torch.equal(got.cpu(), want)

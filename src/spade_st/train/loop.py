@@ -59,8 +59,15 @@ def read_rows(rows, idx: np.ndarray) -> np.ndarray:
 
 
 def to_device(block: np.ndarray, device) -> torch.Tensor:
-    """A block read by :func:`read_rows` as float32 on ``device`` (the conversion runs in the training thread)."""
-    return torch.from_numpy(block).to(device, torch.float32, non_blocking=True)
+    """A block read by :func:`read_rows` as float32 on ``device`` (the conversion runs in the training thread).
+
+    On an accelerator the block travels in the store's dtype (float16: half the bytes) and is converted
+    there; ``Tensor.to(device, float32)`` would convert on the CPU first.
+    """
+    t = torch.from_numpy(block)
+    if torch.device(device).type == "cpu":
+        return t.to(torch.float32)
+    return t.to(device, non_blocking=True).to(torch.float32)
 
 
 def step_mask(mask: np.ndarray, device, cols: slice = slice(None)) -> torch.Tensor | None:
