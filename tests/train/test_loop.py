@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from spade_st.train.loop import step_arrays, step_mask
+from spade_st.train.loop import step_arrays, step_mask, to_device
 
 
 def test_step_mask_is_none_only_when_every_row_of_the_global_batch_is_valid():
@@ -21,10 +22,6 @@ def test_step_mask_is_none_only_when_every_row_of_the_global_batch_is_valid():
 
 
 def test_to_device_converts_float16_blocks_to_float32():
-    import torch
-
-    from spade_st.train.loop import to_device
-
     block = np.random.default_rng(0).random((2, 3, 5)).astype(np.float16)
     want = torch.from_numpy(block.astype(np.float32))
     assert torch.equal(to_device(block, "cpu"), want)
