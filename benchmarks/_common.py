@@ -13,7 +13,18 @@ CACHE = Path(os.environ.get("SPADE_ST_BENCH_CACHE", REPO / "runs" / "bench-cache
 
 
 def peak_rss_gb() -> float:
-    """Peak resident set size of this process so far, in GB (Linux reports KiB)."""
+    """Peak resident set size of this process's address space so far, in GB.
+
+    Linux: ``VmHWM`` from /proc/self/status. Not ``getrusage(RUSAGE_SELF).ru_maxrss``: a process started by
+    ``subprocess`` (vfork + exec) inherits its parent's peak into that figure, so a fresh child would report
+    the parent's RSS whenever it is the larger.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
