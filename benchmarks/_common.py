@@ -33,10 +33,10 @@ def write_npy_f16(path: Path, shape: tuple[int, int], chunks) -> None:
     RSS growth however big the file)."""
     import numpy as np
 
+    from spade_st.train.store import _npy_header
+
     with open(path, "wb") as fh:
-        np.lib.format.write_array_header_1_0(
-            fh, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
-        )
+        _npy_header(fh, "float16", shape)
         for c in chunks:
             fh.write(np.ascontiguousarray(c, dtype=np.float16).tobytes())
 
