@@ -66,6 +66,31 @@ def atomic_write_json(path: Path | str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def atomic_save_safetensors(
+    path: Path | str, tensors: dict, metadata: dict[str, str] | None = None, fault_point: str | None = None
+) -> None:
+    """Write torch ``tensors`` as a safetensors file, atomically and byte-reproducibly.
+
+    safetensors serialises its ``__metadata__`` map in an order that changes from process to process (a Rust
+    hash map), so the same tensors could give different files. The header is re-written with sorted keys: the
+    same JSON content has the same length, so the data offsets stay valid and readers see the same file.
+    ``fault_point``: a kill point (``_fault``) between writing the temp file and replacing ``path``.
+    """
+    from ._fault import maybe_die
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    if len(header) > n:  # never seen: safetensors writes compact JSON; keep its bytes rather than break the file
+        header = data[8 : 8 + n]
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data[:8] + header.ljust(n, b" ") + data[8 + n :])
+        if fault_point:
+            maybe_die(fault_point)
+
+
 def _json_default(o):
     import numpy as np
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -166,3 +167,49 @@ def test_sparse_grouped_and_per_expert_paths_agree(skew):
         c = mix_experts(heads, x, alpha, sparse=False)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+def test_import_released_gene_heads_take_raw_counts(tmp_path):
+    """The released experts were trained on raw counts: with or without gene names the panel feeds raw counts."""
+    import anndata as ad
+
+    from spade_st.genes import GenePanel
+
+    paths = _released(tmp_path)
+    genes = ["ERBB2", "GRB7", "KRT19", "CD74", "MGP"]
+    counts = np.random.default_rng(0).poisson(5, size=(7, 5)).astype(np.float32)
+    a = ad.AnnData(counts, var=pd.DataFrame(index=genes[::-1]))  # columns in another order: matched by name
+    a.X = counts
+    for names in (genes, None):
+        m = import_released(paths, tmp_path / "centroids.npy", tmp_path / "map.npy", genes=names)
+        assert m.config.gene_mode == "raw"
+    m = import_released(paths, tmp_path / "centroids.npy", tmp_path / "map.npy", genes=genes)
+    fed = GenePanel(genes=m.config.genes, mode=m.config.gene_mode).transform(a)
+    np.testing.assert_array_equal(fed, counts[:, ::-1])
+
+
+_SAVE_SCRIPT = """
+import hashlib, sys, numpy as np, torch
+from spade_st.experts import SpadeConfig, SpadeModel
+torch.manual_seed(0)
+cfg = SpadeConfig(encoder="x", feature_dim=6, genes=[f"g{i}" for i in range(5)], n_experts=2, k1=2, out_dim=4)
+m = SpadeModel(cfg, np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32), np.array([0, 0, 1, 1]))
+for i in range(int(sys.argv[2])):
+    m.save_pretrained(sys.argv[1])
+    print(hashlib.sha256(open(sys.argv[1] + "/model.safetensors", "rb").read()).hexdigest())
+"""
+
+
+def test_artefact_is_byte_reproducible_across_processes(tmp_path):
+    """The same model saved repeatedly and in two processes gives one sha256 (safetensors' header included)."""
+    import subprocess
+    import sys
+
+    hashes = []
+    for i in range(2):
+        r = subprocess.run(
+            [sys.executable, "-c", _SAVE_SCRIPT, str(tmp_path / f"m{i}"), "6"], capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr[-1500:]
+        hashes += r.stdout.split()
+    assert len(hashes) == 12 and len(set(hashes)) == 1, hashes

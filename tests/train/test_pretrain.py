@@ -144,6 +144,8 @@ def test_killed_pretrain_resumes_bit_identical(feats, tmp_path, fault):
     assert a.keys() == b.keys()
     for k in a:
         assert np.array_equal(a[k].numpy(), b[k].numpy()), k
+    # the artefact itself is byte-identical (its safetensors header too), not only its tensors
+    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
     pd.testing.assert_frame_equal(pd.read_csv(ref / "history.csv"), pd.read_csv(out / "history.csv"))
 
 

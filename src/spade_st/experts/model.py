@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from .._atomic import atomic_path, atomic_write_json
+from .._atomic import atomic_save_safetensors, atomic_write_json
 from .._validation import SpadeInputError
 from .heads import StackedHeads
 from .router import mix_experts, route_weights
@@ -149,13 +149,10 @@ class SpadeModel(nn.Module):
     # ---- artefact -------------------------------------------------------------------------------------
     def save_pretrained(self, folder: Path | str) -> Path:
         """Write ``model.safetensors`` then ``config.json`` (each atomically) into ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(folder / WEIGHTS) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt", "spade_st_version": __version__})
+        atomic_save_safetensors(folder / WEIGHTS, tensors, {"format": "pt", "spade_st_version": __version__})
         atomic_write_json(folder / CONFIG, asdict(self.config))
         return folder
 

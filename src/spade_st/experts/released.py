@@ -66,7 +66,9 @@ def import_released(
     """Build a :class:`SpadeModel` from the released per-expert checkpoints (in expert order).
 
     ``genes``: the panel's gene names in the checkpoint's column order. The released panel is positional
-    (no names are stored); without names the gene heads get placeholder names and ``gene_mode="raw"``.
+    (no names are stored); without names the gene heads get placeholder names. The released experts were
+    trained on raw counts, so the model's ``gene_mode`` is ``"raw"`` either way: its gene heads expect raw
+    counts, never log-normalised values.
     """
     sds = [_load_expert(Path(p)) for p in checkpoints]
     C = _load_npy(Path(centroids), "centroid").astype(np.float32)
@@ -101,7 +103,7 @@ def import_released(
         k1=int(np.bincount(m).max()),
         out_dim=out_dim,
         tau_r=tau_r,
-        gene_mode="log1p" if genes is not None else "raw",
+        gene_mode="raw",
         train={"imported_from": [str(p) for p in checkpoints]},
     )
     model = SpadeModel(cfg, C, m)

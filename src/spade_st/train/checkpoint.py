@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._atomic import atomic_path
-from .._fault import maybe_die
+from .._atomic import atomic_save_safetensors
 from .._validation import SpadeInputError
 
 LAST = "last.safetensors"
@@ -22,8 +21,6 @@ def config_hash(key: dict) -> str:
 
 def save_checkpoint(folder: Path, model, opt, state: dict, cfg_hash: str) -> None:
     """Write ``folder/last.safetensors`` atomically (a kill mid-write leaves the previous one intact)."""
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors |= opt.state_tensors()
     tensors |= {f"best.{k}": v.contiguous() for k, v in state["best_params"].items()}
@@ -31,9 +28,7 @@ def save_checkpoint(folder: Path, model, opt, state: dict, cfg_hash: str) -> Non
         tensors[f"state.{k}"] = torch.as_tensor(np.asarray(state[k]))
     meta = {"epoch": str(state["epoch"]), "config_hash": cfg_hash, "history": json.dumps(state["history"])}
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / LAST) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-        maybe_die(f"checkpoint{state['epoch']}")
+    atomic_save_safetensors(folder / LAST, tensors, meta, fault_point=f"checkpoint{state['epoch']}")
 
 
 def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:
