@@ -76,9 +76,9 @@ def atomic_save_safetensors(
     same JSON content has the same length, so the data offsets stay valid and readers see the same file.
     ``fault_point``: a kill point (``_fault``) between writing the temp file and replacing ``path``.
     """
-    from ._fault import maybe_die
-
     from safetensors.torch import save
+
+    from ._fault import maybe_die
 
     data = save(tensors, metadata=metadata)
     n = int.from_bytes(data[:8], "little")
