@@ -9,7 +9,7 @@ import pytest
 
 from spade_st._validation import SpadeInputError
 from spade_st.experts import TwoStageClustering, choose_k, seed_agreement
-from spade_st.train.splits import make_split
+from spade_st.train.splits import make_split, spatial_blocks
 
 
 @dataclass
@@ -50,6 +50,65 @@ def test_split_exclude():
     assert "Breast0_0" not in sp.train + sp.val and "Lung3_1" not in sp.train + sp.val
     with pytest.raises(SpadeInputError, match="NOPE"):
         make_split(smp, exclude=["NOPE"])
+
+
+HER2ST_FIVE = [Smp("A1", "Breast", "A"), Smp("B4", "Breast", "B")] + [Smp(f"C{i}", "Breast", "C") for i in (2, 3, 4)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_split_never_takes_the_majority_patient(seed):
+    """The five her2st sections: patient C (3 of 5 sections) always trains; --exclude C4 trains on C2 and C3."""
+    sp = make_split(HER2ST_FIVE, val_fraction=0.2, seed=seed)
+    assert {"C2", "C3", "C4"} <= set(sp.train) and len(sp.val) == 1 and sp.val[0] in ("A1", "B4")
+    sp = make_split(HER2ST_FIVE, val_fraction=0.2, seed=seed, exclude=["C4"])
+    assert {"C2", "C3"} <= set(sp.train) and sp.val in (["A1"], ["B4"]) and not sp.val_blocks
+    assert "validate" in sp.reasons["Breast"]
+
+
+def test_split_with_too_few_patients_validates_on_spatial_blocks():
+    sp = make_split(HER2ST_FIVE, val_fraction=0.2, seed=0, exclude=["C2", "C3", "C4"])  # patients A and B only
+    assert sp.train == ["A1", "B4"] and sp.val == [] and sp.val_blocks == ["A1", "B4"]
+    assert "spatial blocks" in sp.reasons["Breast"] and "only 2 patient(s)" in sp.reasons["Breast"]
+    # a 30 x 30 array of spots: the held-out spots are whole grid cells, about 20 % of the spots
+    yy, xx = np.mgrid[0:30, 0:30]
+    coords = np.c_[xx.ravel(), yy.ravel()] * 200.0
+    masks = {sid: sp.block_mask(sid, coords) for sid in sp.val_blocks}
+    cells = spatial_blocks(coords)
+    for m in masks.values():
+        assert 0.1 <= m.mean() <= 0.3
+        for c in np.unique(cells):  # each cell is held out whole or not at all
+            assert m[cells == c].all() or not m[cells == c].any()
+        # contiguous: most held-out spots have all four array neighbours held out (random spots would not)
+        grid = m.reshape(30, 30)
+        inner = grid[1:-1, 1:-1] & grid[:-2, 1:-1] & grid[2:, 1:-1] & grid[1:-1, :-2] & grid[1:-1, 2:]
+        assert inner.sum() > 0.5 * grid.sum()
+    assert not np.array_equal(masks["A1"], masks["B4"])  # seeded per sample
+    np.testing.assert_array_equal(sp.block_mask("A1", coords), masks["A1"])  # deterministic
+    assert not sp.block_mask("C2", coords).any()
+
+
+def test_split_at_hest_scale_is_ninety_ten_by_organ():
+    """The real HEST-1k table: per organ, validation is whole patients, close to 10 % and never a majority."""
+    import pandas as pd
+
+    from tests.conftest import HEST_TABLE, require
+
+    t = pd.read_csv(require(HEST_TABLE))
+    smp = [Smp(r.id, r.organ, r.patient if isinstance(r.patient, str) else r.id) for r in t.itertuples()]
+    sp = make_split(smp, val_fraction=0.1, seed=42)
+    by = {s.id: s for s in smp}
+    assert 0.09 <= len(sp.val) / len(smp) <= 0.12
+    for organ, g in t.groupby("organ"):
+        members = [by[i] for i in g["id"]]
+        pats = {s.patient for s in members}
+        n_val = sum(i in set(sp.val) for i in g["id"])
+        val_p = {s.patient for s in members if s.id in set(sp.val)}
+        assert not val_p & {s.patient for s in members if s.id in set(sp.train)}, organ
+        if len(pats) >= 3:
+            share = len(members) / len(pats)
+            assert 1 <= n_val <= np.ceil(0.1 * len(members)) + share and 2 * n_val < len(members), organ
+        else:
+            assert n_val == 0 and set(g["id"]) <= set(sp.val_blocks), organ
 
 
 def _blobs(seed=0):

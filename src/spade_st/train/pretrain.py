@@ -8,6 +8,7 @@ every epoch, so a killed run continues from the last checkpoint and ends where a
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,13 @@ def prepare(cfg: PretrainConfig):
     out.mkdir(parents=True, exist_ok=True)
     samples = read_hest(cfg.data)
     split_path = out / "split.json"
-    split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude)
+    split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
     if split_path.is_file() and json.loads(split_path.read_text()) != split.to_dict():
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
     atomic_write_json(split_path, split.to_dict())
+    for group, reason in split.reasons.items():
+        print(f"split [{group}]: {reason}", file=sys.stderr)
     by_id = {s.id: s for s in samples}
     panel_path = out / "panel.json"
     if panel_path.is_file():
@@ -76,20 +79,41 @@ def prepare(cfg: PretrainConfig):
         used, cfg.features, panel, out / "store", cfg.encoder, cfg.group_key, cfg.store_dtype, progress=cfg.progress
     )
     panel.to_json(panel_path)  # now with the per-sample missing-gene counts
-    cluster_store(cfg, store, split)
+    held = {
+        sid: by_id[sid].adata.obs_names[split.block_mask(sid, by_id[sid].adata.obsm["spatial"])]
+        for sid in split.val_blocks
+    }
+    cluster_store(cfg, store, split, held)
     return split, panel
 
 
-def cluster_store(cfg: PretrainConfig, store, split: Split) -> None:
+def split_rows(store, split: Split, block_barcodes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Store rows that train and rows that validate: validation samples' rows plus, for the samples in
+    ``split.val_blocks``, the rows of ``block_barcodes[sample]`` (their spatially blocked validation spots)."""
+    block_barcodes = block_barcodes or {}
+    missing = sorted(set(split.val_blocks) - set(block_barcodes))
+    if missing:
+        msg = f"the split validates on spatial blocks of {missing} but their validation barcodes were not given"
+        raise SpadeInputError(msg)
+    idx = store.index
+    in_block = np.zeros(len(idx), bool)
+    for sid, barcodes in block_barcodes.items():
+        in_block |= (idx["sample"] == sid).to_numpy() & idx["barcode"].isin(list(map(str, barcodes))).to_numpy()
+    tr = np.setdiff1d(store.rows_of(split.train), np.flatnonzero(in_block))
+    va = np.union1d(store.rows_of(split.val), np.flatnonzero(in_block))
+    return tr, va
+
+
+def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict | None = None) -> None:
     """Two-stage clustering of the store's training rows into ``out/clustering.npz`` (reused when present).
 
     The features are read from the store group by group and in chunks (never all at once), so the memory
-    this takes does not grow with the number of spots.
+    this takes does not grow with the number of spots. ``block_barcodes``: see :func:`split_rows`.
     """
     clu_path = cfg.out / "clustering.npz"
     if clu_path.is_file():
         return
-    tr = store.rows_of(split.train)
+    tr, va = split_rows(store, split, block_barcodes)
     groups = store.index["group"].to_numpy()
     clu = TwoStageClustering(
         k1=cfg.k1,
@@ -102,7 +126,6 @@ def cluster_store(cfg: PretrainConfig, store, split: Split) -> None:
         nredo=cfg.kmeans_nredo,
     )
     clu.fit(RowSubset(store.features, tr), groups[tr])
-    va = store.rows_of(split.val)
     val_exp = clu.predict(RowSubset(store.features, va)) if len(va) else np.zeros(0, int)
     atomic_write_text(cfg.out / "clustering_qc.csv", clu.qc_table(groups[tr]).to_csv(index=False))
     with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
