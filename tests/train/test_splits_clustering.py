@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from spade_st._validation import SpadeInputError
 from spade_st.experts import TwoStageClustering, choose_k, seed_agreement
 from spade_st.train.splits import make_split, spatial_blocks
+
+from conftest import HEST_TABLE, require
 
 
 @dataclass
@@ -89,10 +92,6 @@ def test_split_with_too_few_patients_validates_on_spatial_blocks():
 
 def test_split_at_hest_scale_is_ninety_ten_by_organ():
     """The real HEST-1k table: per organ, validation is whole patients, close to 10 % and never a majority."""
-    import pandas as pd
-
-    from tests.conftest import HEST_TABLE, require
-
     t = pd.read_csv(require(HEST_TABLE))
     smp = [Smp(r.id, r.organ, r.patient if isinstance(r.patient, str) else r.id) for r in t.itertuples()]
     sp = make_split(smp, val_fraction=0.1, seed=42)
