@@ -104,9 +104,13 @@ def _cmd_bench(args) -> int:
     from .eval.her2st import Her2stBenchConfig, headline, run_her2st_bench
     from .eval.stats import to_markdown
 
-    summary = run_her2st_bench(
-        from_args(Her2stBenchConfig, args, single_expert=not args.no_single_expert, progress=True)
+    cfg = from_args(
+        Her2stBenchConfig,
+        args,
+        **{k: tuple(getattr(args, k)) for k in ("targets", "probes", "protocols", "variants", "ks")},
+        progress=True,
     )
+    summary = run_her2st_bench(cfg)
     print(to_markdown(headline(summary)))
     print(f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}")
     return 0

@@ -145,15 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, required=True)
     bn = sub.add_parser("bench", help="built-in benchmarks on real data")
     bsub = bn.add_subparsers(dest="bench", required=True)
-    bh = bsub.add_parser("her2st", help="raw encoder vs SPADE vs single expert on the her2st sections")
-    bh.add_argument("--data", type=Path, required=True)
+    bh = bsub.add_parser(
+        "her2st",
+        help="raw features vs SPADE and its controls on her2st sections (genes, retrieval, few-shot)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from .eval._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
+
+    bh.add_argument("--data", type=Path, required=True, help="HEST-layout root with the sections")
     bh.add_argument("--features", type=Path, required=True, help="FEATS/<encoder>")
-    bh.add_argument("--out", type=Path, required=True)
-    bh.add_argument("--model", type=Path, help="use this model for every fold (default: one model per fold)")
-    bh.add_argument("--config", default="her2st", help="pretrain config for the per-fold models")
-    bh.add_argument("--epochs", type=int)
-    bh.add_argument("--seeds", type=int, default=20)
-    bh.add_argument("--no-single-expert", action="store_true")
+    bh.add_argument("--out", type=Path, required=True, help="results and the per-fold models")
+    bh.add_argument("--config", default="her2st", help="pretrain config of the per-fold models")
+    bh.add_argument("--epochs", type=int, help="override the config's epochs")
+    bh.add_argument("--pretrain-seeds", type=int, default=3, help="models per variant and fold")
+    bh.add_argument("--seeds", type=int, default=10, help="few-shot draws per model")
+    bh.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="few-shot shots per class")
+    bh.add_argument("--n-genes", type=int, default=50, help="most variable genes per fold")
+    bh.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS), help="gene targets")
+    bh.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES), help="gene probes")
+    bh.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    bh.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="SPADE sources")
+    bh.add_argument(
+        "--gene-exclude", nargs="*", default=["A1"], help="sections kept out of gene regression (none: no value)"
+    )
+    bh.add_argument("--label-section", default="A1", help="section with pathologist labels for few-shot")
     c = sub.add_parser("check", help="validate a HEST-layout root and list its samples")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--ids", nargs="+")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from spade_st.cli import main
@@ -9,38 +11,45 @@ from spade_st.cli import main
 
 def test_bench_her2st_small(her2st_root, her2st_features, tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = main(
-        [
-            "bench",
-            "her2st",
-            "--data",
-            str(her2st_root),
-            "--features",
-            str(her2st_features),
-            "--out",
-            str(out),
-            "--epochs",
-            "3",
-            "--seeds",
-            "3",
-        ]
-    )
+    args = ["bench", "her2st", "--data", str(her2st_root), "--features", str(her2st_features), "--out", str(out)]
+    rc = main([*args, "--epochs", "2", "--pretrain-seeds", "2", "--seeds", "2", "--ks", "1", "8"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "genes_ridge" in printed and "spade" in printed and "raw" in printed
-    res = pd.read_csv(out / "results.csv")
-    ridge = res[res.task == "genes_ridge"]
-    assert set(ridge.source) == {"raw", "spade", "single_expert"}
-    assert (ridge.n == 5).all()  # one value per held-out section
-    assert (ridge["ci_low"] <= ridge["mean"]).all() and (ridge["mean"] <= ridge["ci_high"]).all()
-    few = res[res.task.str.startswith("fewshot") & (res.metric == "balanced_accuracy")]
-    assert set(few.task) == {"fewshot_logistic", "fewshot_knn", "fewshot_simpleshot"} and (few.n == 3).all()
-    long = pd.read_csv(out / "results_long.csv")
-    assert not long["leak"].any()  # every SPADE model excluded its held-out section
-    assert (out / "results.md").read_text().startswith("# her2st benchmark")
-    # each per-fold model excluded exactly its section
-    import json
-
-    for held in ["A1", "C3"]:
-        split = json.loads((out / "models" / "spade" / held / "split.json").read_text())
-        assert split["excluded"] == [held] and held not in split["train"] + split["val"]
+    assert "within_patient" in printed and "leave_one_patient_out" in printed and "raw+spade" in printed
+    res = pd.read_csv(out / "results.csv", keep_default_na=False)
+    genes = res[res.task == "genes"]
+    sources = {"raw", "spade", "single_expert", "one_epoch", "raw+spade"}
+    for probe in ("hest_ridge", "ridge_cv"):
+        for target in ("log1p", "cp10k"):
+            cell = genes[(genes.probe == probe) & (genes.target == target)]
+            assert set(cell.source) == sources, (probe, target)
+            n = cell.set_index(["protocol", "source"])["n"]
+            # within patient C: 3 folds; leave-one-patient-out over B and C (A1 left out): 2 folds; x 2 seeds
+            assert n["within_patient", "raw"] == 3 and n["within_patient", "spade"] == 6
+            assert n["leave_one_patient_out", "raw"] == 2 and n["leave_one_patient_out", "raw+spade"] == 4
+    assert set(genes[genes.probe == "latent_knn"].source) == {"spade", "single_expert", "one_epoch"}
+    long = pd.read_csv(out / "results_long.csv", keep_default_na=False)
+    assert "A1" not in set(long[long.task == "genes"].fold)
+    assert set(long[(long.task == "genes") & (long.protocol == "within_patient")].fold) == {"C2", "C3", "C4"}
+    few = res[(res.task == "fewshot") & (res.metric == "balanced_accuracy")]
+    assert set(few.probe) == {"logistic", "knn", "simpleshot"} and set(few.source) == sources
+    classes = long[long.task == "fewshot"].groupby("k")["classes"].agg(set)
+    assert classes["8"] == {"adipose tissue;cancer in situ;connective tissue;invasive cancer"}  # 2 + 5 spots: out
+    by_fold = pd.read_csv(out / "results_by_fold.csv", keep_default_na=False)
+    assert {"C2", "C3", "C4", "patient B", "patient C"} <= set(by_fold.fold)
+    md = (out / "results.md").read_text()
+    assert md.startswith("# her2st benchmark") and "k = 8: adipose tissue, cancer in situ" in md
+    # every model excluded its fold's test sections; with C4 held out, C2 and C3 train (never the majority to val)
+    models = out / "models" / "spade" / "seed0"
+    for excl in ("C4", "C2+C3+C4", "B4", "A1"):
+        split = json.loads((models / excl / "config.json").read_text())["split"]
+        assert split["excluded"] == excl.split("+") and not set(split["excluded"]) & set(split["train"] + split["val"])
+    c4 = json.loads((models / "C4" / "config.json").read_text())["split"]
+    assert {"C2", "C3"} <= set(c4["train"]) and c4["reasons"]
+    lopo_c = json.loads((models / "C2+C3+C4" / "config.json").read_text())["split"]
+    assert lopo_c["val"] == [] and lopo_c["val_blocks"] == ["A1", "B4"]  # two patients left: spatial blocks
+    single = json.loads((out / "models" / "single_expert" / "seed1" / "C4" / "config.json").read_text())
+    assert single["n_experts"] == 1 and single["train"]["seed"] == 43
+    assert (
+        json.loads((out / "models" / "one_epoch" / "seed0" / "C4" / "config.json").read_text())["train"]["epochs"] == 1
+    )

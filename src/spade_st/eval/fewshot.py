@@ -17,16 +17,28 @@ DEFAULT_K = (1, 2, 4, 8, 16, 32)
 
 
 def sample_shots(y: np.ndarray, k: int, seed: int, classes) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of k training shots per class (capped by what exists, leaving >= 1 for test) and the rest."""
+    """Indices of exactly k training shots per class and the rest (the test set).
+
+    Every class in ``classes`` must have at least k + 1 examples (k shots and one to test):
+    :func:`eligible_classes` chooses them.
+    """
     rng = np.random.default_rng(seed)
     train = []
     for c in classes:
         idx = np.flatnonzero(y == c)
-        take = min(k, len(idx) - 1)
-        train.extend(rng.choice(idx, size=take, replace=False).tolist())
+        if len(idx) < k + 1:
+            msg = f"class {c!r} has {len(idx)} examples: it cannot give {k} shots and a test example"
+            raise ValueError(msg)
+        train.extend(rng.choice(idx, size=k, replace=False).tolist())
     train = np.array(sorted(train), dtype=np.int64)
     test = np.setdiff1d(np.arange(len(y)), train)
     return train, test
+
+
+def eligible_classes(y: np.ndarray, k: int) -> list[str]:
+    """Classes with at least k + 1 examples: the ones that can give k shots and a test example."""
+    counts = pd.Series(y).value_counts()
+    return sorted(str(c) for c in counts[counts >= k + 1].index)
 
 
 def _scores_to_proba(s: np.ndarray) -> np.ndarray:
@@ -96,29 +108,37 @@ def metrics(y: np.ndarray, proba: np.ndarray, classes) -> dict[str, float]:
     return out
 
 
-def few_shot(
-    x: np.ndarray, y: np.ndarray, ks=DEFAULT_K, seeds: int = 20, probes=PROBES, min_per_class: int = 2
-) -> pd.DataFrame:
-    """Long table (probe, k, seed, metric, value). Classes with fewer than ``min_per_class`` spots are dropped.
+def few_shot(x: np.ndarray, y: np.ndarray, ks=DEFAULT_K, seeds: int = 20, probes=PROBES) -> pd.DataFrame:
+    """Long table (probe, k, seed, metric, value, classes).
 
-    The same shots (per k and seed) are used for every probe and, when called per source with the same
-    labels, for every embedding source.
+    At each k only the classes with at least k + 1 labelled examples enter (k shots and a test example); the
+    ``classes`` column lists them (``;``-joined). A k at which fewer than two classes qualify is skipped. The
+    same shots (per k and seed) are used for every probe and, when called per source with the same labels, for
+    every embedding source.
     """
     y = np.asarray(y, dtype=object)
     keep = pd.notna(y)
     x, y = np.asarray(x)[keep], y[keep].astype(str)
-    counts = pd.Series(y).value_counts()
-    classes = sorted(counts[counts >= min_per_class].index)
-    m = np.isin(y, classes)
-    x, y = x[m], y[m]
     rows = []
     for k in ks:
-        if k > counts[classes].max() - 1 and k != ks[0]:
+        classes = eligible_classes(y, k)
+        if len(classes) < 2:
             continue
+        m = np.isin(y, classes)
+        xk, yk = x[m], y[m]
         for seed in range(seeds):
-            tr, te = sample_shots(y, k, seed, classes)
+            tr, te = sample_shots(yk, k, seed, classes)
             for probe in probes:
-                proba = fit_predict(probe, x[tr], y[tr], x[te], classes, seed)
-                for name, v in metrics(y[te], proba, classes).items():
-                    rows.append({"probe": probe, "k": k, "seed": seed, "metric": name, "value": float(v)})
-    return pd.DataFrame(rows)
+                proba = fit_predict(probe, xk[tr], yk[tr], xk[te], classes, seed)
+                for name, v in metrics(yk[te], proba, classes).items():
+                    rows.append(
+                        {
+                            "probe": probe,
+                            "k": k,
+                            "seed": seed,
+                            "metric": name,
+                            "value": float(v),
+                            "classes": ";".join(classes),
+                        }
+                    )
+    return pd.DataFrame(rows, columns=["probe", "k", "seed", "metric", "value", "classes"])

@@ -1,27 +1,39 @@
-"""``spade-st bench her2st``: raw encoder vs SPADE vs a single expert on the five real her2st sections.
+"""``spade-st bench her2st``: raw encoder features vs SPADE (and its controls) on real her2st sections.
 
-Leakage-free by construction: every SPADE model used on a held-out section was pretrained without it
-(leave-one-section-out: one model per fold, ``--exclude`` the held-out section). Tasks:
+Leakage-free by construction: every SPADE model used on a fold was pretrained without the fold's test sections
+(``--exclude``), and the few-shot section's model without that section. Per fold, source and pretraining seed:
 
-1. gene expression (HEST-Benchmark ridge on top-50 training-variable genes; and, for SPADE sources, the
-   BLEEP-style kNN route in the shared latent space), mean Pearson per held-out section;
-2. cross-modal retrieval on the held-out section (Recall@1/5/10 both ways; SPADE sources);
-3. few-shot classification of A1's pathologist regions (k shots per class, >= 20 seeds, 3 probes).
+1. gene expression under both protocols of :mod:`.gene_folds` (within-patient leave-one-section-out;
+   leave-one-patient-out), both targets (``log1p`` raw counts, HEST-Benchmark's; ``cp10k``) and both probes
+   (the HEST ridge; a ridge with alpha by inner group CV on the training sections), plus SPADE's kNN route in
+   its latent space. By default A1 (a 6x upsampled 2000 px image) is left out of gene regression;
+2. cross-modal retrieval (Recall@1/5/10 both ways) on each held-out section, SPADE sources;
+3. few-shot classification of the label section's pathologist regions (classes with k + 1 spots at each k).
+
+Sources: ``raw`` features; ``spade`` (the config's experts); ``single_expert`` (E = 1); ``one_epoch`` (the same
+model after one epoch: if it scores like the trained one, training added nothing the probe can see); ``raw+spade``
+(the two concatenated). Intervals are over folds x pretraining seeds (x few-shot draws).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
+from ._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 from .fewshot import DEFAULT_K, few_shot
-from .genes import hest_ridge, knn_expression, log1p_cp10k, pearson_per_gene, top_variable_genes
+from .gene_folds import Section, fold_genes, load_section, make_folds, score_fold
+from .genes import knn_expression, mean_pearson
 from .retrieval import cross_modal
 from .stats import summarise, to_markdown
+
+KEYS = ["task", "protocol", "target", "probe", "metric", "k", "source"]
 
 
 @dataclass
@@ -31,150 +43,175 @@ class Her2stBenchConfig:
     data: Path
     features: Path
     out: Path
-    model: Path | None = None  #: one trained model for every fold (flags leakage); default: train per fold
     config: str = "her2st"
     epochs: int | None = None
-    seeds: int = 20
+    pretrain_seeds: int = 3  #: models per variant and fold (seeds config.seed, config.seed + 1, ...)
+    seeds: int = 10  #: few-shot draws per model
     ks: tuple[int, ...] = DEFAULT_K
     n_genes: int = 50
-    single_expert: bool = True
+    targets: tuple[str, ...] = TARGETS
+    probes: tuple[str, ...] = PROBES
+    protocols: tuple[str, ...] = PROTOCOLS
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    gene_exclude: list[str] = field(default_factory=lambda: ["A1"])  #: sections kept out of gene regression
     label_section: str = "A1"
     sections: list[str] = field(default_factory=list)  #: default: every sample of the root
     progress: bool = True
 
 
-def _fold_model(cfg: Her2stBenchConfig, held: str, experts: int | None, tag: str) -> Path:
+def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list[str]):
+    from ..experts.model import SpadeModel
     from ..train.config import load_config
     from ..train.pretrain import pretrain
 
-    out = Path(cfg.out) / "models" / tag / held
-    pc = load_config(
-        cfg.config, data=cfg.data, features=cfg.features, out=out, exclude=[held], epochs=cfg.epochs, progress=False
-    )
-    if experts is not None:
-        pc.experts = experts
-    if not (out / "model.safetensors").is_file():
-        pretrain(pc)
-    return out
+    out = Path(cfg.out) / "models" / variant / f"seed{seed_index}" / "+".join(sorted(excluded))
+    pc = load_config(cfg.config, data=cfg.data, features=cfg.features, out=out, exclude=sorted(excluded))
+    pc.seed += seed_index
+    pc.epochs = cfg.epochs or pc.epochs
+    for k, v in VARIANTS[variant].items():
+        setattr(pc, k, v)
+    pc.progress = False
+    pretrain(pc)  # a finished folder is reused (same bytes); one trained with other settings is refused
+    return SpadeModel.from_pretrained(out)
+
+
+class _Embeddings:
+    """Embeddings of every section under one model (computed once)."""
+
+    def __init__(self, model, sections: dict[str, Section]):
+        self.model, self.sections, self._img, self._gene = model, sections, {}, {}
+
+    def img(self, sid: str) -> np.ndarray:
+        if sid not in self._img:
+            self._img[sid] = self.model.embed(self.sections[sid].features)
+        return self._img[sid]
+
+    def gene(self, sid: str) -> np.ndarray:
+        from ..genes import GenePanel
+
+        if sid not in self._gene:
+            s = self.sections[sid]
+            panel = GenePanel(genes=self.model.config.genes, mode=self.model.config.gene_mode)
+            self._gene[sid] = self.model.embed_genes(panel.transform(s.adata), features=s.features)
+        return self._gene[sid]
 
 
 def run_her2st_bench(cfg: Her2stBenchConfig) -> pd.DataFrame:
-    """Run the benchmark; writes ``results.csv`` and ``results.md`` under ``cfg.out`` and returns the summary."""
-    from ..encoders.features import read_features
-    from ..experts.model import SpadeModel
-    from ..genes import GenePanel
+    """Run the benchmark; writes ``results_long.csv``, ``results.csv``, ``results_by_fold.csv`` and
+    ``results.md`` under ``cfg.out`` and returns the summary."""
     from ..io import read_hest
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     samples = {s.id: s for s in read_hest(cfg.data)}
-    sections = cfg.sections or list(samples)
-    feats = {sid: read_features(Path(cfg.features) / f"{sid}.h5").features for sid in sections}
-    expr = {sid: log1p_cp10k(samples[sid].adata) for sid in sections}
-    sources: dict[str, tuple[int | None, str] | None] = {"raw": None, "spade": (None, "spade")}
-    if cfg.single_expert:
-        sources["single_expert"] = (1, "single_expert")
+    ids = cfg.sections or sorted(samples)
+    sections = {sid: load_section(samples[sid], Path(cfg.features) / f"{sid}.h5", cfg.targets) for sid in ids}
+    gene_ids = {sid: sections[sid].patient for sid in ids if sid not in set(cfg.gene_exclude)}
+    folds = [f for p in cfg.protocols for f in make_folds(gene_ids, p)]
+    fewshot = cfg.label_section in sections and "label" in sections[cfg.label_section].adata.obs
+    exclusions = sorted({tuple(sorted(f.test)) for f in folds} | ({(cfg.label_section,)} if fewshot else set()))
+    jobs = [(v, i, ex) for v in cfg.variants for i in range(cfg.pretrain_seeds) for ex in exclusions]
+    models = {}
+    for v, i, ex in tqdm(jobs, desc="bench: pretrain", unit="model", disable=not cfg.progress, file=sys.stderr):
+        models[v, i, ex] = _Embeddings(_model(cfg, v, i, list(ex)), sections)
     rows = []
+    for fold in tqdm(folds, desc="bench: gene folds", unit="fold", disable=not cfg.progress, file=sys.stderr):
+        fold_models = {(v, i): emb for (v, i, e), emb in models.items() if e == tuple(sorted(fold.test))}
+        rows += _fold_rows(cfg, fold, sections, fold_models)
+    if fewshot:
+        rows += _fewshot_rows(cfg, sections[cfg.label_section], models)
+    return _write(out, pd.DataFrame(rows))
 
-    def models_for(held):
-        out_m = {}
-        for name, spec in sources.items():
-            if spec is None:
-                continue
-            path = cfg.model if (cfg.model is not None and name == "spade") else _fold_model(cfg, held, *spec)
-            out_m[name] = SpadeModel.from_pretrained(path)
-        return out_m
 
-    for held in sections:
-        train = [s for s in sections if s != held]
-        genes = top_variable_genes([expr[s] for s in train], cfg.n_genes)
-        ytr = np.concatenate([expr[s][genes].to_numpy() for s in train])
-        yte = expr[held][genes].to_numpy()
-        models = models_for(held)
-        for name in sources:
-            if name == "raw":
-                ztr, zte = np.concatenate([feats[s] for s in train]), feats[held]
-                leak = False
-            else:
-                m = models[name]
-                ztr = np.concatenate([m.embed(feats[s]) for s in train])
-                zte = m.embed(feats[held])
-                leak = held in m.config.split.get("train", []) + m.config.split.get("val", [])
-            r = pearson_per_gene(hest_ridge(ztr, ytr, zte), yte)
+def _sources(raw: dict, models: dict, ids) -> list[tuple[str, object, dict]]:
+    """(source, pretraining seed, {section: rows}) for raw features, each model, and raw || SPADE."""
+    out = [("raw", "", {s: raw[s] for s in ids})]
+    for (v, i), emb in models.items():
+        out.append((v, i, {s: emb.img(s) for s in ids}))
+        if v == "spade":
+            out.append(("raw+spade", i, {s: np.hstack([raw[s], emb.img(s)]) for s in ids}))
+    return out
+
+
+def _fold_rows(cfg: Her2stBenchConfig, fold, sections: dict[str, Section], models: dict) -> list[dict]:
+    """Gene rows (every source, target and probe; SPADE's latent kNN) and retrieval rows of one fold."""
+    genes = fold_genes(fold, sections, cfg.n_genes)
+    raw = {sid: s.features for sid, s in sections.items()}
+    base = {"task": "genes", "protocol": fold.protocol, "metric": "mean_pearson", "k": "", "fold": fold.name}
+    rows = []
+    for target in cfg.targets:
+        y = {s: sections[s].targets[target][genes].to_numpy() for s in fold.train + fold.test}
+        for name, seed, x in _sources(raw, models, fold.train + fold.test):
+            for probe in cfg.probes:
+                v = score_fold(fold, sections, x, genes, target, probe)
+                rows.append(base | {"target": target, "probe": probe, "source": name, "seed": seed, "value": v})
+        for (name, seed), emb in models.items():  # SPADE's own route: kNN over the training spots' gene embeddings
+            keys = np.concatenate([emb.gene(s) for s in fold.train])
+            ytr = np.concatenate([y[s] for s in fold.train])
+            v = np.mean([mean_pearson(knn_expression(emb.img(s), keys, ytr), y[s]) for s in fold.test])
+            rows.append(base | {"target": target, "probe": "latent_knn", "source": name, "seed": seed, "value": v})
+    base = base | {"task": "retrieval", "target": "", "probe": ""}
+    for (name, seed), emb in models.items():
+        for s in fold.test:
+            for metric, v in cross_modal(emb.img(s), emb.gene(s)).items():
+                rows.append(base | {"metric": metric, "fold": s, "source": name, "seed": seed, "value": v})
+    return rows
+
+
+def _fewshot_rows(cfg: Her2stBenchConfig, sec: Section, models: dict) -> list[dict]:
+    """Few-shot rows of the label section, with the models pretrained without it."""
+    y = sec.adata.obs["label"].astype(object).to_numpy()
+    own = {(v, i): emb for (v, i, e), emb in models.items() if e == (sec.id,)}
+    sources = _sources({sec.id: sec.features}, own, [sec.id])
+    base = {"task": "fewshot", "protocol": f"{sec.id} regions", "target": ""}
+    rows = []
+    for name, seed, x in tqdm(
+        sources, desc="bench: few-shot", unit="source", disable=not cfg.progress, file=sys.stderr
+    ):
+        for r in few_shot(x[sec.id], y, ks=cfg.ks, seeds=cfg.seeds).itertuples():
             rows.append(
-                {
-                    "source": name,
-                    "task": "genes_ridge",
-                    "metric": "mean_pearson",
-                    "k": "",
-                    "fold": held,
-                    "value": float(np.nanmean(r)),
-                    "leak": leak,
-                }
+                base
+                | {"probe": r.probe, "metric": r.metric, "k": r.k, "fold": f"shots{r.seed}", "source": name}
+                | {"seed": seed, "value": r.value, "classes": r.classes}
             )
-            if name != "raw":
-                panel = GenePanel(genes=m.config.genes, mode=m.config.gene_mode)
-                keys = np.concatenate(
-                    [m.embed_genes(panel.transform(samples[s].adata), features=feats[s]) for s in train]
-                )
-                r = pearson_per_gene(knn_expression(zte, keys, ytr), yte)
-                rows.append(
-                    {
-                        "source": name,
-                        "task": "genes_knn",
-                        "metric": "mean_pearson",
-                        "k": "",
-                        "fold": held,
-                        "value": float(np.nanmean(r)),
-                        "leak": leak,
-                    }
-                )
-                g_te = m.embed_genes(panel.transform(samples[held].adata), features=feats[held])
-                for metric, v in cross_modal(zte, g_te).items():
-                    rows.append(
-                        {
-                            "source": name,
-                            "task": "retrieval",
-                            "metric": metric,
-                            "k": "",
-                            "fold": held,
-                            "value": v,
-                            "leak": leak,
-                        }
-                    )
-            if held == cfg.label_section and "label" in samples[held].adata.obs:
-                y = samples[held].adata.obs["label"].astype(object).to_numpy()
-                fs = few_shot(zte, y, ks=cfg.ks, seeds=cfg.seeds)
-                for r_ in fs.itertuples():
-                    rows.append(
-                        {
-                            "source": name,
-                            "task": f"fewshot_{r_.probe}",
-                            "metric": r_.metric,
-                            "k": r_.k,
-                            "fold": f"seed{r_.seed}",
-                            "value": r_.value,
-                            "leak": leak,
-                        }
-                    )
-    long = pd.DataFrame(rows)
+    return rows
+
+
+def _write(out: Path, long: pd.DataFrame) -> pd.DataFrame:
+    long = long.assign(k=long["k"].astype(str), seed=long["seed"].astype(str))
     atomic_write_text(out / "results_long.csv", long.to_csv(index=False))
-    summary = summarise(long, ["task", "metric", "k", "source"])
-    summary = summary.sort_values(["task", "metric", "k", "source"], kind="stable").reset_index(drop=True)
+    summary = summarise(long, KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True)
     atomic_write_text(out / "results.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "results.md", "# her2st benchmark\n\n" + to_markdown(summary) + "\n")
+    genes = long[long.task == "genes"]
+    by_fold = summarise(genes, ["protocol", "fold", "target", "probe", "source"])
+    atomic_write_text(out / "results_by_fold.csv", by_fold.to_csv(index=False))
+    text = "# her2st benchmark\n\n" + to_markdown(headline(summary)) + "\n"
+    if "classes" in long:
+        used = long.dropna(subset=["classes"]).groupby("k")["classes"].first()
+        text += (
+            "\n## Few-shot classes per k\n\n"
+            + "\n".join(f"- k = {k}: {c.replace(';', ', ')}" for k, c in used.items())
+            + "\n"
+        )
+    text += "\n## Gene prediction per fold (mean over pretraining seeds)\n\n" + to_markdown(by_fold) + "\n"
+    text += "\n## Every cell\n\n" + to_markdown(summary) + "\n"
+    atomic_write_text(out / "results.md", text)
     return summary
 
 
 def headline(summary: pd.DataFrame) -> pd.DataFrame:
-    """The side-by-side table: one row per task/metric(/k), one column per source (mean [95% CI])."""
+    """Side-by-side table: one row per task/protocol/target/probe/metric(/k), one column per source."""
     s = summary.copy()
     s["cell"] = [
         f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{m:.3f}"
         for m, lo, hi in zip(s["mean"], s["ci_low"], s["ci_high"], strict=True)
     ]
-    keep = s["task"].isin(["genes_ridge", "genes_knn", "retrieval"]) | (
-        s["task"].str.startswith("fewshot") & (s["metric"] == "balanced_accuracy")
+    keep = (
+        (s["task"] == "genes")
+        | ((s["task"] == "retrieval") & (s["metric"].str.contains("@10")))
+        | ((s["task"] == "fewshot") & (s["metric"] == "balanced_accuracy"))
     )
-    wide = s[keep].pivot_table(index=["task", "metric", "k"], columns="source", values="cell", aggfunc="first")
-    return wide.reset_index()
+    rows = ["task", "protocol", "target", "probe", "metric", "k"]
+    wide = s[keep].pivot_table(index=rows, columns="source", values="cell", aggfunc="first").reset_index()
+    order = [c for c in ("raw", "spade", "single_expert", "one_epoch", "raw+spade") if c in wide.columns]
+    return wide[rows + order]

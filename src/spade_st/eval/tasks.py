@@ -3,9 +3,9 @@
 Manifest (YAML; paths relative to the manifest's folder)::
 
     name: my-task
-    type: patch_classification | slide_classification | survival
+    type: patch_classification | slide_classification | survival | gene_expression
     labels: labels.csv      # patch: sample, barcode, label; slide: slide, label, patient;
-                            # survival: slide, time, event, patient
+                            # survival: slide, time, event, patient (not used by gene_expression)
     sources:                # name -> folder of per-sample/per-slide h5 (features or embeddings)
       raw: feats/efficientnet_lite0
       spade: emb/
@@ -13,10 +13,21 @@ Manifest (YAML; paths relative to the manifest's folder)::
     seeds: 20
     folds: 5
     test_fraction: 0.3      # slide tasks: patient-disjoint held-out test set
+    # gene_expression only:
+    data: hest_root/        # HEST-layout root: st/<id>.h5ad with raw counts, the sample table with patients
+    samples: [SPA119, ...]  # default: every sample of the root
+    protocol: leave_one_patient_out   # or within_patient
+    targets: [log1p, cp10k] # log1p of raw counts (HEST-Benchmark's) and/or log1p CP10k
+    probes: [hest_ridge, ridge_cv]
+    n_genes: 50             # most variable genes of each fold's training samples
+
+Paths may use environment variables (``${HEST_ROOT}/st``); one that is not set is an error. Rows of every
+source are matched to spots by barcode; only spots present in every source are evaluated.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,41 +36,73 @@ import pandas as pd
 
 from .._atomic import atomic_write_text
 from .._validation import SpadeInputError, read_yaml_mapping
+from ._names import PROBES, PROTOCOLS, TARGETS
 from .stats import summarise, to_markdown
 
-TYPES = ("patch_classification", "slide_classification", "survival")
+TYPES = ("patch_classification", "slide_classification", "survival", "gene_expression")
 
 
 @dataclass
 class Task:
     name: str
     type: str
-    labels: Path
     sources: dict[str, Path]
+    labels: Path | None = None
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     seeds: int = 20
     folds: int = 5
     test_fraction: float = 0.3
     epochs: int = 20
+    data: Path | None = None
+    samples: list[str] | None = None
+    protocol: str = "leave_one_patient_out"
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    probes: list[str] = field(default_factory=lambda: list(PROBES))
+    n_genes: int = 50
+
+
+def _path(base: Path, value, where: str) -> Path:
+    text = os.path.expandvars(str(value))
+    if "$" in text:
+        msg = f"{where}: {value!r} uses an environment variable that is not set; export it or write the path"
+        raise SpadeInputError(msg)
+    return base / text
 
 
 def load_task(path: Path | str) -> Task:
     p = Path(path)
     raw = read_yaml_mapping(p, "task manifest")
-    missing = [k for k in ("name", "type", "labels", "sources") if k not in raw]
-    if missing:
-        msg = f"{p} lacks {missing}; a task needs name, type, labels and sources"
+    if raw.get("type") not in TYPES:
+        msg = f"{p}: type {raw.get('type')!r} is not one of {TYPES}"
         raise SpadeInputError(msg)
-    if raw["type"] not in TYPES:
-        msg = f"{p}: type {raw['type']!r} is not one of {TYPES}"
+    need = (
+        ("name", "type", "data", "sources")
+        if raw["type"] == "gene_expression"
+        else ("name", "type", "labels", "sources")
+    )
+    missing = [k for k in need if k not in raw]
+    if missing:
+        msg = f"{p} lacks {missing}; a {raw['type']} task needs {', '.join(need)}"
         raise SpadeInputError(msg)
     unknown = sorted(set(raw) - set(Task.__dataclass_fields__))
     if unknown:
         msg = f"{p}: unknown key(s) {unknown}"
         raise SpadeInputError(msg)
+    checks = [
+        ("protocol", [raw.get("protocol", "leave_one_patient_out")], PROTOCOLS),
+        ("targets", raw.get("targets", []), TARGETS),
+        ("probes", raw.get("probes", []), PROBES),
+    ]
+    for key, values, allowed in checks:
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            msg = f"{p}: {key} {bad} not among {list(allowed)}"
+            raise SpadeInputError(msg)
     base = p.parent
-    raw["labels"] = base / raw["labels"]
-    raw["sources"] = {k: base / v for k, v in raw["sources"].items()}
+    for key in ("labels", "data"):
+        if key in raw:
+            raw[key] = _path(base, raw[key], f"{p}: {key}")
+    raw["sources"] = {k: _path(base, v, f"{p}: source {k}") for k, v in raw["sources"].items()}
     for name, folder in raw["sources"].items():
         if not Path(folder).is_dir():
             msg = f"{p}: source {name!r} folder {folder} does not exist"
@@ -169,12 +212,55 @@ def _run_slides(task: Task) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(task=task.name)[["task", "source", "probe_metric", "k", "rep", "value"]]
 
 
+def _run_genes(task: Task) -> pd.DataFrame:
+    """Gene-expression prediction from every source under one fold protocol (see :mod:`.gene_folds`)."""
+    from ..encoders.features import read_features
+    from ..io import read_hest
+    from .gene_folds import fold_genes, make_folds, rows_in_order, score_fold, section
+    from .genes import match_barcodes
+
+    samples = read_hest(task.data, ids=task.samples)
+    sections, x = {}, {name: {} for name in task.sources}
+    for s in samples:
+        sets = {name: read_features(Path(folder) / f"{s.id}.h5") for name, folder in task.sources.items()}
+        what = {name: f"source {name} ({Path(folder) / f'{s.id}.h5'})" for name, folder in task.sources.items()}
+        common = pd.Index(s.adata.obs_names.astype(str))
+        for name, fs in sets.items():
+            match_barcodes(fs.barcode, s.adata.obs_names, what[name])  # no barcodes, duplicates, foreign spots
+            common = common[common.isin(fs.barcode.astype(str))]
+        sections[s.id] = section(s, np.asarray(common), task.targets)
+        for name, fs in sets.items():
+            x[name][s.id] = rows_in_order(fs, common, what[name])
+    folds = make_folds({sid: sec.patient for sid, sec in sections.items()}, task.protocol)
+    if not folds:
+        msg = f"task {task.name}: protocol {task.protocol} has no fold on these samples (too few patients/sections)"
+        raise SpadeInputError(msg)
+    rows = []
+    for fold in folds:
+        genes = fold_genes(fold, sections, task.n_genes)
+        for name in task.sources:
+            for target in task.targets:
+                for probe in task.probes:
+                    v = score_fold(fold, sections, x[name], genes, target, probe)
+                    rows.append(
+                        {
+                            "source": name,
+                            "probe_metric": f"{probe}:{target}:mean_pearson",
+                            "k": "",
+                            "rep": fold.name,
+                            "value": v,
+                        }
+                    )
+    return pd.DataFrame(rows).assign(task=task.name)[["task", "source", "probe_metric", "k", "rep", "value"]]
+
+
 def run_task(path: Path | str, out: Path | str) -> pd.DataFrame:
     """Run the manifest; write ``results.csv`` (summary), ``results_long.csv`` and ``results.md`` into ``out``."""
     task = load_task(path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    long = _run_patch(task) if task.type == "patch_classification" else _run_slides(task)
+    runners = {"patch_classification": _run_patch, "gene_expression": _run_genes}
+    long = runners.get(task.type, _run_slides)(task)
     long["k"] = long["k"].astype(str)
     summary = summarise(long, ["task", "probe_metric", "k", "source"])
     atomic_write_text(out / "results_long.csv", long.to_csv(index=False))

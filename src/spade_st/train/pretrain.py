@@ -65,8 +65,9 @@ def prepare(cfg: PretrainConfig):
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
     atomic_write_json(split_path, split.to_dict())
-    for group, reason in split.reasons.items():
-        print(f"split [{group}]: {reason}", file=sys.stderr)
+    if cfg.progress:
+        for group, reason in split.reasons.items():
+            print(f"split [{group}]: {reason}", file=sys.stderr)
     by_id = {s.id: s for s in samples}
     panel_path = out / "panel.json"
     if panel_path.is_file():

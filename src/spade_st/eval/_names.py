@@ -1,0 +1,7 @@
+"""Names of the evaluation choices (no heavy imports: the CLI's parser reads them)."""
+
+TARGETS = ("log1p", "cp10k")  #: gene targets: log1p of raw counts (HEST-Benchmark's) and log1p CP10k
+PROBES = ("hest_ridge", "ridge_cv")  #: gene probes: the HEST-Benchmark ridge and a ridge with alpha by group CV
+PROTOCOLS = ("within_patient", "leave_one_patient_out")  #: gene-expression fold protocols
+#: her2st bench model variants: name -> overrides of the pretraining config
+VARIANTS = {"spade": {}, "single_expert": {"experts": 1}, "one_epoch": {"epochs": 1}}
