@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--loss", choices=["bleep", "infonce"])
     pt.add_argument("--gene-mode", choices=["log1p", "raw"])
     pt.add_argument("--early-stop", type=int, help="patience in epochs per expert")
+    pt.add_argument("--min-expert-spots", type=int, help="fewest training spots per expert (0: no rule)")
+    pt.add_argument(
+        "--output",
+        choices=["spade", "residual", "concat"],
+        help="embedding: experts only (paper), a fixed PCA projection + experts, or both concatenated",
+    )
+    pt.add_argument("--shared-gene-head", action="store_true", default=None, help="one gene head for all experts")
+    pt.add_argument("--gene-smoothing", type=float, help="average the gene input over spots within N pitches")
     em = sub.add_parser("embed", help="SPADE embeddings of feature files")
     em.add_argument("--model", type=Path, required=True)
     em.add_argument("--features", type=Path, required=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from spade_st.cli import main
@@ -166,3 +167,27 @@ def test_torchrun_pretrain_two_ranks(feats, tmp_path):
     model = SpadeModel.from_pretrained(out)
     assert model.config.train["world_size"] == 2
     assert len(pd.read_csv(out / "history.csv")) == 2 * 3
+
+
+def test_small_cohort_options_train_and_resume_byte_identical(feats, tmp_path):
+    """Residual output, one shared gene head, smoothed gene input and expert sizing: trained end to end, and a
+    run killed mid-training resumes to the same bytes (the shared head's optimiser and best-so-far included)."""
+    root, f = feats
+    extra = ("--output", "residual", "--shared-gene-head", "--gene-smoothing", "1.5", "--min-expert-spots", "60")
+    ref = tmp_path / "ref"
+    r = run_cli(_args(root, f, ref, *extra))
+    assert r.returncode == 0, r.stderr[-1500:]
+    model = SpadeModel.from_pretrained(ref)
+    cfg = model.config
+    assert cfg.output == "residual" and cfg.shared_gene_head and model.gene_heads.n_experts == 1
+    assert cfg.train["gene_smoothing"] == 1.5 and cfg.n_experts <= 3
+    assert all(n >= 60 for n in cfg.train["train_spots"]) and (cfg.n_experts == 3 or "requested" in cfg.train["sizing"])
+    x = read_features(f / f"{read_hest(root)[0].id}.h5").features
+    assert model.embed(x).shape == (len(x), 256)
+    assert not np.allclose(model.embed(x), model.project(torch.as_tensor(x)).numpy(), atol=1e-4)  # experts learned
+    out = tmp_path / "killed"
+    r = run_cli(_args(root, f, out, *extra), {"SPADE_ST_FAULT": "epoch2-step1"})
+    assert r.returncode == -9
+    r = run_cli(_args(root, f, out, *extra))
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert (ref / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

@@ -65,6 +65,10 @@ class TwoStageClustering:
         stage-1 k-means settings (faiss by default, as the released code; scikit-learn fallback).
     stage2_n_init
         restarts of the stage-2 scikit-learn KMeans (the released code used sklearn's default, pinned here).
+    min_expert_spots
+        Fewest training spots an expert may own (None or 0: no rule, as the paper). When ``n_experts`` experts
+        cannot all have that many, fewer experts are made: at most ``N // min_expert_spots``, then one fewer
+        until every expert has enough (``sizing_`` says what was done). At HEST scale the rule does not bind.
 
     Attributes
     ----------
@@ -87,6 +91,7 @@ class TwoStageClustering:
         nredo: int = 5,
         max_points_per_centroid: int = 50000,
         stage2_n_init: int = 10,
+        min_expert_spots: int | None = None,
     ):
         self.k1 = k1
         self.n_experts = n_experts
@@ -98,6 +103,7 @@ class TwoStageClustering:
         self.nredo = nredo
         self.max_points_per_centroid = max_points_per_centroid
         self.stage2_n_init = stage2_n_init
+        self.min_expert_spots = min_expert_spots
 
     def _km(self, x, k, seed):
         return kmeans(
@@ -166,13 +172,7 @@ class TwoStageClustering:
         owned = np.bincount(labels, minlength=len(C)) > 0
         remap = np.cumsum(owned) - 1
         C, cgroup, labels = C[owned], list(np.asarray(cgroup)[owned]), remap[labels]
-        # stage 2 as the released code: scikit-learn KMeans on the centroids, n_init pinned (its default moved)
-        from sklearn.cluster import KMeans
-
-        stage2 = KMeans(n_clusters=self.n_experts, n_init=self.stage2_n_init, random_state=self.seed).fit(C)
-        stage2 = stage2.cluster_centers_.astype(np.float32)
-        cexp = nearest(C, stage2)[0]
-        counts = np.bincount(cexp[labels], minlength=self.n_experts)
+        stage2, cexp, counts = self._stage2(C, labels, n)
         if (counts == 0).any():
             empty = np.flatnonzero(counts == 0).tolist()
             if self.empty_expert == "error":
@@ -189,6 +189,32 @@ class TwoStageClustering:
         self.experts_ = self.centroid_expert_[labels]
         self.n_experts_ = int(self.centroid_expert_.max()) + 1
         return self
+
+    def _stage2(self, C: np.ndarray, labels: np.ndarray, n: int):
+        """Stage 2 as the released code (scikit-learn KMeans on the centroids, n_init pinned: its default moved),
+        with fewer experts where ``min_expert_spots`` requires. Returns (stage-2 centroids, centroid -> expert,
+        spots per expert)."""
+        from sklearn.cluster import KMeans
+
+        def fit(k):
+            centres = KMeans(n_clusters=k, n_init=self.stage2_n_init, random_state=self.seed).fit(C)
+            centres = centres.cluster_centers_.astype(np.float32)
+            cexp = nearest(C, centres)[0]
+            return centres, cexp, np.bincount(cexp[labels], minlength=k)
+
+        m = int(self.min_expert_spots or 0)
+        k = self.n_experts if m <= 0 else max(1, min(self.n_experts, n // m))
+        out = fit(k)
+        while m > 0 and k > 1 and out[2].min() < m:
+            k -= 1
+            out = fit(k)
+        self.sizing_ = (
+            f"{self.n_experts} experts requested, {k} made: {n} training spots, at least {m} per expert "
+            f"(smallest expert: {int(out[2].min())} spots)"
+            if k != self.n_experts
+            else ""
+        )
+        return out
 
     def _check(self):
         if not hasattr(self, "centroids_"):

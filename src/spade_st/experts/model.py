@@ -18,6 +18,7 @@ from .router import mix_experts, route_weights
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+OUTPUTS = ("spade", "residual", "concat")
 
 
 @dataclass
@@ -39,6 +40,15 @@ class SpadeConfig:
     split: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     version: str = __version__
+    #: ``spade`` (the paper: the routed experts' mix); ``residual`` (a fixed projection of the features + the
+    #: mix, which starts at zero); ``concat`` ([projection || mix], 2 x out_dim)
+    output: str = "spade"
+    shared_gene_head: bool = False  #: one gene head for every expert: all image heads align to one gene space
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of :meth:`SpadeModel.embed`'s output."""
+        return 2 * self.out_dim if self.output == "concat" else self.out_dim
 
 
 class SpadeModel(nn.Module):
@@ -64,14 +74,42 @@ class SpadeModel(nn.Module):
         self.register_buffer("centroids", c)
         self.register_buffer("centroid_expert", ce)
         E, d = config.n_experts, config.out_dim
+        if config.output not in OUTPUTS:
+            msg = f"output must be one of {OUTPUTS}, got {config.output!r}"
+            raise SpadeInputError(msg)
         self.image_heads = StackedHeads(E, config.feature_dim, d, config.dropout)
-        self.gene_heads = StackedHeads(E, len(config.genes), d, config.dropout)
+        self.gene_heads = StackedHeads(1 if config.shared_gene_head else E, len(config.genes), d, config.dropout)
+        if config.output != "spade":  # x -> (x - mean) @ weight, set by set_projection (fitted on training spots)
+            self.register_buffer("proj_mean", torch.zeros(config.feature_dim))
+            self.register_buffer("proj_weight", torch.zeros(config.feature_dim, d))
         if config.loss == "infonce":
             self.logit_scale = nn.Parameter(torch.full((E,), float(np.log(1 / 0.07))))
 
     @property
     def device(self) -> torch.device:
         return self.centroids.device
+
+    def set_projection(self, mean, weight) -> None:
+        """Set the fixed projection of ``residual``/``concat`` outputs: ``(x - mean) @ weight``."""
+        with torch.no_grad():
+            self.proj_mean.copy_(torch.as_tensor(np.asarray(mean, np.float32)))
+            self.proj_weight.copy_(torch.as_tensor(np.asarray(weight, np.float32)))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed projection of feature rows (..., D) -> (..., out_dim)."""
+        return (x - self.proj_mean) @ self.proj_weight
+
+    def image_side(self, feats: torch.Tensor, experts=None) -> torch.Tensor:
+        """Training-time image embeddings of each expert's own batch (A, B, D) -> (A, B, out_dim)."""
+        z = self.image_heads(feats, experts)
+        return z + self.project(feats) if self.config.output == "residual" else z
+
+    def gene_side(self, genes: torch.Tensor, experts=None) -> torch.Tensor:
+        """Training-time gene embeddings of each expert's own batch (A, B, G) -> (A, B, out_dim)."""
+        if not self.config.shared_gene_head:
+            return self.gene_heads(genes, experts)
+        a, b, g = genes.shape
+        return self.gene_heads(genes.reshape(1, a * b, g)).reshape(a, b, -1)
 
     def _check_features(self, features, encoder: str | None) -> torch.Tensor:
         if encoder is not None and encoder != self.config.encoder:
@@ -102,18 +140,29 @@ class SpadeModel(nn.Module):
         topk: int | None = None,
         encoder: str | None = None,
         return_weights: bool = False,
+        latent: bool = False,
     ):
-        """SPADE embeddings (N, out_dim) float32 of feature rows (N, feature_dim)."""
+        """SPADE embeddings (N, ``config.embed_dim``) float32 of feature rows (N, feature_dim).
+
+        ``latent=True`` gives the embedding in the space shared with :meth:`embed_genes` (what the loss
+        aligned): the same as the output except for ``output="concat"``, whose fixed projection half is left out.
+        """
         was_training = self.training
         self.eval()
         x_all = self._check_features(features, encoder)
         tau = self.config.tau_r if tau_r is None else tau_r
-        out = np.empty((len(x_all), self.config.out_dim), np.float32)
+        concat = self.config.output == "concat" and not latent
+        out = np.empty((len(x_all), self.config.embed_dim if concat else self.config.out_dim), np.float32)
         wts = np.empty((len(x_all), self.config.n_experts), np.float32) if return_weights else None
         for i in range(0, len(x_all), batch_size):
             x = x_all[i : i + batch_size].to(self.device, torch.float32)
             a = route_weights(x, self.centroids, self.centroid_expert, self.config.n_experts, tau, topk)
-            out[i : i + len(x)] = mix_experts(self.image_heads, x, a, sparse=topk is not None).cpu().numpy()
+            z = mix_experts(self.image_heads, x, a, sparse=topk is not None)
+            if self.config.output == "residual":
+                z = z + self.project(x)
+            elif concat:
+                z = torch.cat([self.project(x), z], dim=1)
+            out[i : i + len(x)] = z.cpu().numpy()
             if wts is not None:
                 wts[i : i + len(x)] = a.cpu().numpy()
         self.train(was_training)
@@ -132,12 +181,15 @@ class SpadeModel(nn.Module):
             msg = f"expression has shape {tuple(g_all.shape)}; this model's panel has {len(self.config.genes)} genes"
             raise SpadeInputError(msg)
         alpha = None
-        if features is not None:
+        if features is not None and not self.config.shared_gene_head:
             alpha = torch.as_tensor(self.route(features))
         out = np.empty((len(g_all), self.config.out_dim), np.float32)
         E = self.config.n_experts
         for i in range(0, len(g_all), batch_size):
             g = g_all[i : i + batch_size].to(self.device)
+            if self.config.shared_gene_head:
+                out[i : i + len(g)] = self.gene_heads.forward_all(g)[0].cpu().numpy()
+                continue
             a = (
                 alpha[i : i + batch_size].to(self.device)
                 if alpha is not None

@@ -1,6 +1,7 @@
 """Gene panel (per-sample HVGs united by name) and symbol harmonisation."""
 
 from .panel import GenePanel, build_panel, panel_report, sample_hvgs
+from .smoothing import smooth_spatial, spot_pitch
 from .symbols import canonical, harmonise, read_ensembl_table, sum_duplicates
 
 __all__ = [
@@ -11,5 +12,7 @@ __all__ = [
     "panel_report",
     "read_ensembl_table",
     "sample_hvgs",
+    "smooth_spatial",
+    "spot_pitch",
     "sum_duplicates",
 ]

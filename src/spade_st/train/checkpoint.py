@@ -13,6 +13,7 @@ from .._atomic import atomic_save_safetensors
 from .._validation import SpadeInputError
 
 LAST = "last.safetensors"
+STATE_KEYS = ("best_val", "best_epoch", "since_best", "stopped", "best_total")
 
 
 def config_hash(key: dict) -> str:
@@ -24,7 +25,7 @@ def save_checkpoint(folder: Path, model, opt, state: dict, cfg_hash: str) -> Non
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors |= opt.state_tensors()
     tensors |= {f"best.{k}": v.contiguous() for k, v in state["best_params"].items()}
-    for k in ("best_val", "best_epoch", "since_best", "stopped"):
+    for k in STATE_KEYS:
         tensors[f"state.{k}"] = torch.as_tensor(np.asarray(state[k]))
     meta = {"epoch": str(state["epoch"]), "config_hash": cfg_hash, "history": json.dumps(state["history"])}
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,8 +59,4 @@ def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:
         "epoch": int(meta["epoch"]),
         "history": json.loads(meta["history"]),
         "best_params": {k[5:]: v for k, v in sd.items() if k.startswith("best.")},
-        "best_val": sd["state.best_val"].numpy().copy(),
-        "best_epoch": sd["state.best_epoch"].numpy().copy(),
-        "since_best": sd["state.since_best"].numpy().copy(),
-        "stopped": sd["state.stopped"].numpy().copy(),
-    }
+    } | {k: sd[f"state.{k}"].numpy().copy() for k in STATE_KEYS}

@@ -31,12 +31,18 @@ class PretrainConfig:
     kmeans_nredo: int = 5
     small_group: str = "shrink"
     empty_expert: str = "error"
+    #: fewest training spots per expert; fewer experts are made when needed. None: the batch size; 0: no rule
+    min_expert_spots: int | None = None
     # model and loss
     out_dim: int = 256
     dropout: float = 0.1
     loss: str = "bleep"  #: "bleep" (paper) or "infonce" (L2-normalised, learnable temperature)
     tau: float = 1.0
     tau_r: float = 0.1
+    output: str = "spade"  #: "spade" (paper), "residual" (projection + experts) or "concat" ([projection || experts])
+    whiten: bool = False  #: whiten the fixed projection of residual/concat outputs (else: unit average variance)
+    shared_gene_head: bool = False  #: one gene head for every expert (one shared embedding space)
+    gene_smoothing: float = 0.0  #: gene-side input averaged over spots within this many spot pitches (0: off)
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-2
@@ -64,6 +70,9 @@ class PretrainConfig:
             (self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2 are needed"),
             (self.tau > 0 and self.tau_r >= 0, "tau must be > 0 and tau_r >= 0"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.output in ("spade", "residual", "concat"), "output must be 'spade', 'residual' or 'concat'"),
+            (self.min_expert_spots is None or self.min_expert_spots >= 0, "min_expert_spots must be >= 0"),
+            (self.gene_smoothing >= 0, "gene_smoothing must be >= 0 (spot pitches; 0 turns it off)"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -123,8 +123,8 @@ def expert_losses(
 
     With ``experts`` (A indices), the batches are those experts' (A, b, ·) and only they run: loss (A,).
     """
-    z = model.image_heads(feats, experts)
-    s = model.gene_heads(genes, experts)
+    z = model.image_side(feats, experts)
+    s = model.gene_side(genes, experts)
     m = mask
     if info is not None and info.world_size > 1:
         z, s = _gather_with_local(z, info), _gather_with_local(s, info)

@@ -37,6 +37,7 @@ from .loop import (
     validation_losses,
 )
 from .optim import StackedAdamW, cosine_lr
+from .projection import fit_projection
 from .splits import Split, make_split
 from .store import RowSubset, build_store, open_store
 
@@ -77,7 +78,15 @@ def prepare(cfg: PretrainConfig):
         panel.to_json(panel_path)
     used = [by_id[i] for i in split.train + split.val]
     store = build_store(
-        used, cfg.features, panel, out / "store", cfg.encoder, cfg.group_key, cfg.store_dtype, progress=cfg.progress
+        used,
+        cfg.features,
+        panel,
+        out / "store",
+        cfg.encoder,
+        cfg.group_key,
+        cfg.store_dtype,
+        progress=cfg.progress,
+        smoothing=cfg.gene_smoothing,
     )
     panel.to_json(panel_path)  # now with the per-sample missing-gene counts
     held = {
@@ -125,8 +134,11 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
         seed=cfg.seed,
         niter=cfg.kmeans_niter,
         nredo=cfg.kmeans_nredo,
+        min_expert_spots=cfg.batch_size if cfg.min_expert_spots is None else cfg.min_expert_spots,
     )
     clu.fit(RowSubset(store.features, tr), groups[tr])
+    if clu.sizing_ and cfg.progress:
+        print(f"clustering: {clu.sizing_}", file=sys.stderr)
     val_exp = clu.predict(RowSubset(store.features, va)) if len(va) else np.zeros(0, int)
     atomic_write_text(cfg.out / "clustering_qc.csv", clu.qc_table(groups[tr]).to_csv(index=False))
     with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
@@ -139,6 +151,7 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
             train_expert=clu.experts_,
             val_rows=va,
             val_expert=val_exp,
+            sizing=np.array(clu.sizing_),
         )
 
 
@@ -199,12 +212,20 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         group_key=cfg.group_key,
         split=split.to_dict(),
         train=cfg.training_key(),
+        output=cfg.output,
+        shared_gene_head=cfg.shared_gene_head,
     )
     torch.manual_seed(cfg.seed)
     model = SpadeModel(mcfg, clu["centroids"], clu["centroid_expert"]).to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     model.image_heads.reset_parameters(g)
     model.gene_heads.reset_parameters(g)
+    if cfg.output != "spade":
+        model.set_projection(*fit_projection(store.features, clu["train_rows"], cfg.out_dim, cfg.whiten))
+    if cfg.output == "residual":  # the experts' part starts at 0: the untrained model is the projection
+        with torch.no_grad():
+            model.image_heads.ln_w.zero_()
+            model.image_heads.ln_b.zero_()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = StackedAdamW(params, E, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -213,6 +234,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         raise SpadeInputError(msg)
     batches = ExpertBatches(train_rows, cfg.batch_size, cfg.seed)
     total = torch.as_tensor(batches.steps * cfg.epochs)
+    shared_total = torch.as_tensor([batches.n_steps * cfg.epochs])  # parameters shared by the experts
     ckpt_dir = cfg.out / "checkpoints"
     chash = config_hash(mcfg.train | {"genes": mcfg.genes, "E": E})
     state = load_checkpoint(ckpt_dir, model, opt, chash)
@@ -225,6 +247,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
             "since_best": np.zeros(E, np.int64),
             "stopped": np.zeros(E, bool),
             "best_params": {k: v.detach().cpu().clone() for k, v in model.named_parameters()},
+            "best_total": np.full(1, np.inf),
         }
     b_local = cfg.batch_size // info.world_size
     sl = slice(info.rank * b_local, (info.rank + 1) * b_local)
@@ -270,7 +293,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
             per.sum().backward()
             allreduce_grads(params, info, replicated=[model.logit_scale] if cfg.loss == "infonce" else ())
             lr = cosine_lr(cfg.lr, opt.steps, total)
-            opt.step(lr, torch.from_numpy(active))
+            opt.step(lr, torch.from_numpy(active), float(cosine_lr(cfg.lr, opt.shared_steps, shared_total)[0]))
             run_loss[act] += per.detach().cpu().numpy()
             run_n[act] += 1
         with np.errstate(invalid="ignore"):
@@ -278,8 +301,14 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         val = validation_losses(model, store, val_rows, cfg.batch_size, cfg.loss, cfg.tau, device)
         score = np.where(np.isnan(val), tr_loss, val)  # an expert without validation spots keeps its last epoch
         improved = (score < state["best_val"]) & ~state["stopped"]
+        total_improved = bool(score.sum() < state["best_total"][0])  # shared parameters: the experts' summed loss
+        state["best_total"] = np.minimum(state["best_total"], score.sum())
         for k, v in model.named_parameters():
             best = state["best_params"][k]
+            if v.shape[0] != E:  # shared by every expert
+                if total_improved:
+                    best.copy_(v.detach().cpu())
+                continue
             best[torch.from_numpy(improved)] = v.detach().cpu()[torch.from_numpy(improved)]
         state["best_val"] = np.where(improved, score, state["best_val"])
         state["best_epoch"] = np.where(improved, epoch, state["best_epoch"])
@@ -311,6 +340,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
             "best_val": [float(x) for x in state["best_val"]],
             "train_spots": [len(r) for r in train_rows],
             "val_spots": [len(r) for r in val_rows],
+            "sizing": str(clu.get("sizing", "")),
             "world_size": info.world_size,
         }
         model.save_pretrained(cfg.out)

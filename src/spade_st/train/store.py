@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_write_json, atomic_write_text
 from .._validation import SpadeInputError
 from ..encoders.features import read_features
+from ..genes import smooth_spatial
 
 MANIFEST = "store.json"
 
@@ -162,8 +163,13 @@ def build_store(
     group_key: str = "organ",
     dtype: str = "float32",
     progress: bool = True,
+    smoothing: float = 0.0,
 ) -> Store:
-    """Pack features and panel expression of ``samples`` into ``folder`` (reused when already built)."""
+    """Pack features and panel expression of ``samples`` into ``folder`` (reused when already built).
+
+    ``smoothing`` > 0 stores each spot's panel expression averaged over the sample's spots within that many
+    spot pitches (:func:`~spade_st.genes.smooth_spatial`; 1.5 = the 3 x 3 neighbourhood of a square grid).
+    """
     folder, features_dir = Path(folder), Path(features_dir)
     spec = {
         "samples": [s.id for s in samples],
@@ -174,6 +180,8 @@ def build_store(
         "group_key": group_key,
         "dtype": dtype,
     }
+    if smoothing:
+        spec["smoothing"] = float(smoothing)
     h = _spec_hash(spec)
     man = folder / MANIFEST
     if man.is_file() and json.loads(man.read_text()).get("hash") == h:
@@ -225,7 +233,11 @@ def build_store(
                 raise SpadeInputError(msg)
             # appended through file handles, not a memory map: RSS stays at one sample however big the store
             f_feat.write(np.ascontiguousarray(fs.features, dtype=dtype).tobytes())
-            f_expr.write(np.ascontiguousarray(panel.transform(a[pos], sample_id=s.id), dtype=dtype).tobytes())
+            if smoothing:  # over all of the sample's spots (neighbours without a patch count too)
+                expr = smooth_spatial(panel.transform(a, sample_id=s.id), a.obsm["spatial"], smoothing)[pos]
+            else:
+                expr = panel.transform(a[pos], sample_id=s.id)
+            f_expr.write(np.ascontiguousarray(expr, dtype=dtype).tobytes())
             group = str(s.meta.get(group_key)) if s.meta.get(group_key) is not None else "unknown"
             rows.append(pd.DataFrame({"sample": s.id, "barcode": bc.astype(str), "group": group, "patient": s.patient}))
         for f in (f_feat, f_expr):
