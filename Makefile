@@ -7,7 +7,7 @@ STAMP := $(VENV)/.spade-st-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= runs/demo
 
-.PHONY: install browser demo test test-all bench bench-scale lint clean-demo
+.PHONY: install demo test test-all bench bench-scale bench-her2st ablation-her2st lint clean-demo
 
 install: $(STAMP)
 
@@ -18,19 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
 	@touch $(STAMP)
 
-# Debian's chromium for the report's browser test; installed where apt-get can (as on CI), else the test skips.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
-		echo "chromium could not be installed here: the headless report test will be skipped"
-
 demo: install
 	$(VENV)/bin/spade-st demo --out $(DEMO_OUT)
 
-test: install browser
+test: install
 	$(PY) -m pytest -q
 
-test-all: install browser
+test-all: install
 	$(PY) -m pytest -q -m "slow or not slow"
 
 # bench_scale.py is left out of `make bench`: it needs ~36 GB of temporary disk and ~30 min (make bench-scale)
@@ -40,6 +34,20 @@ bench: install
 
 bench-scale: install
 	$(PY) benchmarks/bench_scale.py $(if $(TMP),--tmp $(TMP))
+
+# the her2st table of the README: the five shared sections, converted and extracted once into runs/her2st
+HER2ST_RUN ?= runs/her2st
+bench-her2st: install
+	$(PY) -c "from spade_st.datasets.her2st import convert_her2st_subset as c; c('../shared/data/her2st_subset', '$(HER2ST_RUN)/root')"
+	$(VENV)/bin/spade-st extract --data $(HER2ST_RUN)/root --encoder efficientnet_lite0 --out $(HER2ST_RUN)/feats
+	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/root --features $(HER2ST_RUN)/feats/efficientnet_lite0 \
+		--config her2st_paper --out $(HER2ST_RUN)/bench-paper
+	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/root --features $(HER2ST_RUN)/feats/efficientnet_lite0 \
+		--config her2st --out $(HER2ST_RUN)/bench
+
+# the ablation table of the README (one row per small-cohort option)
+ablation-her2st: bench-her2st
+	$(PY) benchmarks/her2st_ablation.py --features $(HER2ST_RUN)/feats/efficientnet_lite0 --out $(HER2ST_RUN)/ablation
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

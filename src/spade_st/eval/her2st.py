@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
+from .._validation import SpadeInputError
 from ._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 from .fewshot import DEFAULT_K, few_shot
 from .gene_folds import Section, fold_genes, load_section, make_folds, score_fold
@@ -56,6 +57,7 @@ class Her2stBenchConfig:
     gene_exclude: list[str] = field(default_factory=lambda: ["A1"])  #: sections kept out of gene regression
     label_section: str = "A1"
     sections: list[str] = field(default_factory=list)  #: default: every sample of the root
+    overrides: dict = field(default_factory=dict)  #: pretraining options set on top of ``config`` (ablations)
     progress: bool = True
 
 
@@ -68,8 +70,12 @@ def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list
     pc = load_config(cfg.config, data=cfg.data, features=cfg.features, out=out, exclude=sorted(excluded))
     pc.seed += seed_index
     pc.epochs = cfg.epochs or pc.epochs
-    for k, v in VARIANTS[variant].items():
+    for k, v in (cfg.overrides | VARIANTS[variant]).items():
+        if not hasattr(pc, k):
+            msg = f"unknown pretraining option {k!r} in the bench overrides"
+            raise SpadeInputError(msg)
         setattr(pc, k, v)
+    pc.validate()
     pc.progress = False
     pretrain(pc)  # a finished folder is reused (same bytes); one trained with other settings is refused
     return SpadeModel.from_pretrained(out)
@@ -79,12 +85,21 @@ class _Embeddings:
     """Embeddings of every section under one model (computed once)."""
 
     def __init__(self, model, sections: dict[str, Section]):
-        self.model, self.sections, self._img, self._gene = model, sections, {}, {}
+        self.model, self.sections, self._img, self._latent, self._gene = model, sections, {}, {}, {}
 
     def img(self, sid: str) -> np.ndarray:
+        """The model's output (what a downstream probe gets)."""
         if sid not in self._img:
             self._img[sid] = self.model.embed(self.sections[sid].features)
         return self._img[sid]
+
+    def latent(self, sid: str) -> np.ndarray:
+        """Image embeddings in the space shared with :meth:`gene` (kNN route, retrieval)."""
+        if self.model.config.output != "concat":
+            return self.img(sid)
+        if sid not in self._latent:
+            self._latent[sid] = self.model.embed(self.sections[sid].features, latent=True)
+        return self._latent[sid]
 
     def gene(self, sid: str) -> np.ndarray:
         from ..genes import GenePanel
@@ -120,7 +135,27 @@ def run_her2st_bench(cfg: Her2stBenchConfig) -> pd.DataFrame:
         rows += _fold_rows(cfg, fold, sections, fold_models)
     if fewshot:
         rows += _fewshot_rows(cfg, sections[cfg.label_section], models)
+        rows += _island_rows(sections, {k: m for k, m in models.items() if k[2] == (cfg.label_section,)})
     return _write(out, pd.DataFrame(rows))
+
+
+def _island_rows(sections: dict[str, Section], models: dict) -> list[dict]:
+    """Expert islands (:mod:`.islands`) of each model's output on every section, and of the raw features with
+    the same model's routing (argmax expert)."""
+    from .islands import expert_islands
+
+    ids = sorted(sections)
+    raw = np.concatenate([sections[s].features for s in ids])
+    base = {"task": "islands", "protocol": "all sections", "target": "", "probe": "", "k": "", "fold": ""}
+    rows = []
+    for (v, i, _), emb in models.items():
+        if emb.model.config.n_experts < 2:
+            continue
+        experts = emb.model.route(raw).argmax(1)
+        for name, z in ((v, np.concatenate([emb.img(s) for s in ids])), (f"raw ({v} experts)", raw)):
+            for metric, val in expert_islands(z, experts).items():
+                rows.append(base | {"metric": metric, "source": name, "seed": i, "value": val})
+    return rows
 
 
 def _sources(raw: dict, models: dict, ids) -> list[tuple[str, object, dict]]:
@@ -148,12 +183,12 @@ def _fold_rows(cfg: Her2stBenchConfig, fold, sections: dict[str, Section], model
         for (name, seed), emb in models.items():  # SPADE's own route: kNN over the training spots' gene embeddings
             keys = np.concatenate([emb.gene(s) for s in fold.train])
             ytr = np.concatenate([y[s] for s in fold.train])
-            v = np.mean([mean_pearson(knn_expression(emb.img(s), keys, ytr), y[s]) for s in fold.test])
+            v = np.mean([mean_pearson(knn_expression(emb.latent(s), keys, ytr), y[s]) for s in fold.test])
             rows.append(base | {"target": target, "probe": "latent_knn", "source": name, "seed": seed, "value": v})
     base = base | {"task": "retrieval", "target": "", "probe": ""}
     for (name, seed), emb in models.items():
         for s in fold.test:
-            for metric, v in cross_modal(emb.img(s), emb.gene(s)).items():
+            for metric, v in cross_modal(emb.latent(s), emb.gene(s)).items():
                 rows.append(base | {"metric": metric, "fold": s, "source": name, "seed": seed, "value": v})
     return rows
 
@@ -207,11 +242,12 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
         for m, lo, hi in zip(s["mean"], s["ci_low"], s["ci_high"], strict=True)
     ]
     keep = (
-        (s["task"] == "genes")
+        s["task"].isin(["genes", "islands"])
         | ((s["task"] == "retrieval") & (s["metric"].str.contains("@10")))
         | ((s["task"] == "fewshot") & (s["metric"] == "balanced_accuracy"))
     )
     rows = ["task", "protocol", "target", "probe", "metric", "k"]
     wide = s[keep].pivot_table(index=rows, columns="source", values="cell", aggfunc="first").reset_index()
-    order = [c for c in ("raw", "spade", "single_expert", "one_epoch", "raw+spade") if c in wide.columns]
+    first = ["raw", "spade", "single_expert", "one_epoch", "raw+spade"]
+    order = [c for c in first if c in wide.columns] + sorted(c for c in wide.columns if c not in first + rows)
     return wide[rows + order]

@@ -62,7 +62,8 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
     routing_map(thumb, xy, w, spot_px=spot_px, title=f"{show}: dominant expert (opacity = weight)", save=p)
     figs["Routing map: dominant expert per spot"] = p
     # UMAP of all SPADE embeddings
-    z, expert, organ, label = [], [], [], []
+    z, raw, expert, organ, label, sample = [], [], [], [], [], []
+    feat_dir = run / "features" / model.config.encoder
     for sid, smp in samples.items():
         f = emb_dir / f"{sid}.h5"
         if not f.is_file():
@@ -71,21 +72,33 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
         z.append(e.features)
         expert.append(e.arrays["expert_weights"].argmax(1))
         organ += [smp.organ] * len(e)
+        sample += [sid] * len(e)
         label += list(smp.adata.obs["label"].astype(str)) if "label" in smp.adata.obs else ["NA"] * len(e)
-    z = np.concatenate(z)
+        if raw is not None and (feat_dir / f"{sid}.h5").is_file():
+            raw.append(read_features(feat_dir / f"{sid}.h5").features)
+        else:
+            raw = None
+    z, expert = np.concatenate(z), np.concatenate(expert)
+    from ..eval.islands import expert_islands
     from .embedding import umap_coords
 
+    isl = expert_islands(z, expert)["silhouette_by_expert"]
+    note = f"silhouette by expert {isl:.2f}"
+    if raw is not None and len(np.concatenate(raw)) == len(z):
+        note += f"; raw features {expert_islands(np.concatenate(raw), expert)['silhouette_by_expert']:.2f}"
     uc = umap_coords(z)
-    for key, col in (("expert", np.concatenate(expert)), ("organ", organ), ("label", label)):
+    for key, col in (("expert", expert), ("sample", sample), ("organ", organ), ("label", label)):
+        if key == "organ" and len(set(organ)) < 2:
+            continue  # one organ: nothing to colour
         p = fig_dir / f"umap_{key}.png"
         umap(
             z,
             [f"expert {c}" if key == "expert" else c for c in col],
-            title=f"SPADE embeddings by {key}",
+            title=f"SPADE embeddings by {key}" + (f"\n({note})" if key == "expert" else ""),
             coords=uc,
             save=p,
         )
-        figs[f"UMAP coloured by {key}"] = p
+        figs[f"UMAP coloured by {key}" + (f" ({note})" if key == "expert" else "")] = p
     # measured vs predicted genes on the shown sample (ridge from SPADE embeddings, trained on train samples)
     panel = GenePanel(genes=model.config.genes, mode=model.config.gene_mode)
     tr = [i for i in split.get("train", []) if (emb_dir / f"{i}.h5").is_file()]
