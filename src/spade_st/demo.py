@@ -15,6 +15,7 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_write_text
+from .train.splits import held_out
 
 
 @dataclass
@@ -60,8 +61,10 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     _stage(log, "demo-data", make_data)
     _stage(log, "extract", lambda: extract(ExtractConfig(data=data, encoder=cfg.encoder, out=feats)))
+    last = read_hest(data)[-1].patient  # the last patient's samples are held out of pretraining: evaluated on
+    held = [s.id for s in read_hest(data) if s.patient == last]
     pcfg = load_config(
-        "demo", data=data, features=feats / cfg.encoder, out=model, encoder=cfg.encoder, epochs=cfg.epochs
+        "demo", data=data, features=feats / cfg.encoder, out=model, encoder=cfg.encoder, epochs=cfg.epochs, exclude=held
     )
     _stage(log, "pretrain", lambda: pretrain(pcfg))
     _stage(log, "embed", lambda: embed_features(EmbedConfig(model=model, features=feats / cfg.encoder, out=emb)))
@@ -87,18 +90,18 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
     import pandas as pd
 
     from ._atomic import atomic_write_text
-    from .encoders.features import read_features
     from .eval.fewshot import few_shot
+    from .eval.gene_folds import load_section
     from .eval.stats import summarise
     from .io import read_hest
 
-    split = json.loads((model / "split.json").read_text())
-    ids = split["val"] or split["train"]
+    ids = held_out(json.loads((model / "split.json").read_text()))
     by = {s.id: s for s in read_hest(data, ids=ids)}
-    y = np.concatenate([by[i].adata.obs["label"].astype(str).to_numpy() for i in ids])
     rows = []
     for name, src in (("raw", feats), ("spade", emb)):
-        x = np.concatenate([read_features(src / f"{i}.h5").features for i in ids])
+        secs = [load_section(by[i], src / f"{i}.h5", targets=()) for i in ids]  # rows matched by barcode
+        x = np.concatenate([sec.features for sec in secs])
+        y = np.concatenate([sec.adata.obs["label"].astype(str).to_numpy() for sec in secs])
         res = few_shot(x, y, ks=(1, 2, 4, 8, 16), seeds=5)
         rows.append(res.assign(source=name, task="fewshot_" + res["probe"]))
     summary = summarise(pd.concat(rows), ["task", "metric", "k", "source"])
@@ -125,7 +128,7 @@ def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[s
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .encoders.features import read_features
+    from .eval.gene_folds import load_section
     from .genes import GenePanel
 
     split = json.loads((model / "split.json").read_text())
@@ -137,14 +140,13 @@ def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[s
     for name, src in (("raw features", feats), ("SPADE", emb)):
 
         def load(ids, src=src):
-            x = np.concatenate([read_features(src / f"{i}.h5").features for i in ids])
-            y = np.concatenate([panel.transform(by[i].adata) for i in ids])
-            return x, y
+            secs = [load_section(by[i], src / f"{i}.h5", targets=()) for i in ids]  # rows matched by barcode
+            return np.concatenate([s.features for s in secs]), np.concatenate([panel.transform(s.adata) for s in secs])
 
-        if not split["val"]:
+        if not held_out(split):
             continue
         xt, yt = load(split["train"])
-        xv, yv = load(split["val"])
+        xv, yv = load(held_out(split))
         pred = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 4, 11))).fit(xt, yt).predict(xv)
         r = [np.corrcoef(pred[:, j], yv[:, j])[0, 1] for j in range(yv.shape[1]) if yv[:, j].std() > 0]
         rows.append((name, float(np.nanmean(r))))
@@ -169,7 +171,7 @@ def write_steps(out: Path, log: list[str], table: list[tuple[str, float]]) -> Pa
         "| --- | --- | --- | --- | --- |",
         *[f"| {s.id} | {s.organ} | {s.patient} | {s.adata.n_obs} | {s.adata.n_vars} |" for s in samples],
         "",
-        "## Gene prediction on the validation samples (ridge, mean Pearson over panel genes)",
+        "## Gene prediction on the held-out samples (ridge, mean Pearson over panel genes)",
         "",
         "| embedding | mean Pearson |",
         "| --- | --- |",

@@ -39,6 +39,7 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
     from ..experts.model import SpadeModel
     from ..genes import GenePanel
     from ..io import read_hest
+    from ..train.splits import held_out
     from . import clustering_qc, fewshot_curves, gene_maps, routing_map, umap
 
     figs: dict[str, Path] = {}
@@ -49,14 +50,17 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
     model = SpadeModel.from_pretrained(model_dir)
     split = model.config.split
     samples = {s.id: s for s in read_hest(run / "data")}
-    show = (split.get("val") or split.get("train"))[0]
+    show = next((i for i in held_out(split) if (emb_dir / f"{i}.h5").is_file()), split["train"][0])
     s = samples[show]
     emb = read_features(emb_dir / f"{show}.h5")
     w = emb.arrays["expert_weights"]
     with s.wsi() as slide:
         thumb = slide.get_thumbnail(900)
         scale = slide.dimensions[0] / thumb.shape[1]
-    xy = s.adata.obsm["spatial"] / scale
+    from ..eval.gene_folds import load_section, rows_in_order
+
+    held = load_section(s, emb_dir / f"{show}.h5", targets=())  # the sample's spots in embedding-file order
+    xy = held.adata.obsm["spatial"] / scale
     spot_px = max(3.0, 55.0 / s.pixel_size_um / scale * 0.5)
     p = fig_dir / "routing_map.png"
     routing_map(thumb, xy, w, spot_px=spot_px, title=f"{show}: dominant expert (opacity = weight)", save=p)
@@ -68,14 +72,14 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
         f = emb_dir / f"{sid}.h5"
         if not f.is_file():
             continue
-        e = read_features(f)
+        e, sec = read_features(f), load_section(smp, f, targets=())  # sec: spots in the file's row order
         z.append(e.features)
         expert.append(e.arrays["expert_weights"].argmax(1))
         organ += [smp.organ] * len(e)
         sample += [sid] * len(e)
-        label += list(smp.adata.obs["label"].astype(str)) if "label" in smp.adata.obs else ["NA"] * len(e)
+        label += list(sec.adata.obs["label"].astype(str)) if "label" in sec.adata.obs else ["NA"] * len(e)
         if raw is not None and (feat_dir / f"{sid}.h5").is_file():
-            raw.append(read_features(feat_dir / f"{sid}.h5").features)
+            raw.append(rows_in_order(read_features(feat_dir / f"{sid}.h5"), sec.barcodes, f"features of {sid}"))
         else:
             raw = None
     z, expert = np.concatenate(z), np.concatenate(expert)
@@ -105,10 +109,11 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
     if tr and show not in tr:
         from sklearn.linear_model import RidgeCV
 
-        xtr = np.concatenate([read_features(emb_dir / f"{i}.h5").features for i in tr])
-        ytr = np.concatenate([panel.transform(samples[i].adata) for i in tr])
-        yte = panel.transform(s.adata)
-        pred = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(xtr, ytr).predict(emb.features)
+        secs = [load_section(samples[i], emb_dir / f"{i}.h5", targets=()) for i in tr]  # rows matched by barcode
+        xtr = np.concatenate([sec.features for sec in secs])
+        ytr = np.concatenate([panel.transform(sec.adata) for sec in secs])
+        yte = panel.transform(held.adata)
+        pred = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(xtr, ytr).predict(held.features)
         var = yte.var(0)
         top = list(np.argsort(-var)[:3])
         p = fig_dir / "gene_maps.png"

@@ -49,6 +49,11 @@ class Split:
         return block_holdout(coords, self.val_fraction, seed)
 
 
+def held_out(split: dict) -> list[str]:
+    """Samples a model never trained on (from a saved split): the excluded ones, else the validation samples."""
+    return list(split.get("excluded") or split.get("val") or [])
+
+
 def spatial_blocks(coords: np.ndarray, grid: int = BLOCK_GRID) -> np.ndarray:
     """Cell index (0 .. grid*grid-1) of each spot in a ``grid`` x ``grid`` grid over the spots' bounding box."""
     coords = np.asarray(coords, dtype=np.float64)
