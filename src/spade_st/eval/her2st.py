@@ -223,6 +223,7 @@ def _write(out: Path, long: pd.DataFrame) -> pd.DataFrame:
     text = "# her2st benchmark\n\n" + to_markdown(headline(summary)) + "\n"
     if "classes" in long:
         used = long.dropna(subset=["classes"]).groupby("k")["classes"].first()
+        used = used.sort_index(key=lambda i: pd.to_numeric(i, errors="coerce"))
         text += (
             "\n## Few-shot classes per k\n\n"
             + "\n".join(f"- k = {k}: {c.replace(';', ', ')}" for k, c in used.items())
@@ -248,6 +249,8 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
     )
     rows = ["task", "protocol", "target", "probe", "metric", "k"]
     wide = s[keep].pivot_table(index=rows, columns="source", values="cell", aggfunc="first").reset_index()
+    k = pd.to_numeric(wide["k"], errors="coerce").fillna(-1)
+    wide = wide.assign(_k=k).sort_values([*rows[:5], "_k"], kind="stable").drop(columns="_k").fillna("–")
     first = ["raw", "spade", "single_expert", "one_epoch", "raw+spade"]
     order = [c for c in first if c in wide.columns] + sorted(c for c in wide.columns if c not in first + rows)
     return wide[rows + order]
