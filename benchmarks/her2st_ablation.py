@@ -30,6 +30,7 @@ ROWS = {
     "residual_whiten": ("her2st_paper", {"output": "residual", "whiten": True}),
     "concat": ("her2st_paper", {"output": "concat"}),
     "gene_smoothing": ("her2st_paper", {"gene_smoothing": 1.5}),
+    "gene_library_size": ("her2st_paper", {"gene_library_size": True}),
     "tuned": ("her2st", {}),
 }
 

@@ -173,7 +173,6 @@ def test_import_released_gene_heads_take_raw_counts(tmp_path):
     """The released experts were trained on raw counts: with or without gene names the panel feeds raw counts."""
     import anndata as ad
 
-    from spade_st.genes import GenePanel
 
     paths = _released(tmp_path)
     genes = ["ERBB2", "GRB7", "KRT19", "CD74", "MGP"]
@@ -184,7 +183,7 @@ def test_import_released_gene_heads_take_raw_counts(tmp_path):
         m = import_released(paths, tmp_path / "centroids.npy", tmp_path / "map.npy", genes=names)
         assert m.config.gene_mode == "raw"
     m = import_released(paths, tmp_path / "centroids.npy", tmp_path / "map.npy", genes=genes)
-    fed = GenePanel(genes=m.config.genes, mode=m.config.gene_mode).transform(a)
+    fed = m.gene_panel().transform(a)
     np.testing.assert_array_equal(fed, counts[:, ::-1])
 
 

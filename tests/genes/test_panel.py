@@ -78,3 +78,18 @@ def test_panel_json_roundtrip(tmp_path):
     p = GenePanel(genes=["A", "B"], per_sample={"x": ["A"]})
     p.to_json(tmp_path / "p.json")
     assert GenePanel.from_json(tmp_path / "p.json") == p
+
+
+def test_library_size_is_one_more_gene_head_input():
+    import anndata as ad
+
+    from spade_st.genes import LIBRARY_SIZE
+
+    counts = np.array([[1, 0, 3], [0, 0, 0], [5, 5, 5]], dtype=np.float32)
+    a = ad.AnnData(counts, var=pd.DataFrame(index=["ERBB2", "GRB7", "KRT19"]))
+    panel = GenePanel(genes=["ERBB2", "KRT19"], mode="raw").with_library_size()
+    assert panel.genes == ["ERBB2", "KRT19", LIBRARY_SIZE] and panel.with_library_size().genes == panel.genes
+    np.testing.assert_allclose(panel.transform(a), np.c_[counts[:, [0, 2]], np.log1p(counts.sum(1))], rtol=1e-6)
+    assert panel.with_library_size(False).genes == ["ERBB2", "KRT19"]
+    panel.transform(a, sample_id="s")
+    assert panel.missing["s"] == 0  # the pseudo-gene is never missing

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from spade_st.cli import main
 from spade_st.encoders.features import read_features
 from spade_st.experts import SpadeModel
+from spade_st.genes import LIBRARY_SIZE
 from spade_st.io import read_hest
 
 from conftest import extract_cli, run_cli
@@ -113,9 +114,8 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     extra = ("--k1", "2", "--experts", "2", "--epochs", "40", "--batch-size", "32", "--lr", "1e-3")
     assert main(_args(root, f, out, *extra)) == 0
     model = SpadeModel.from_pretrained(out)
-    from spade_st.genes import GenePanel
 
-    panel = GenePanel(genes=model.config.genes, mode=model.config.gene_mode)
+    panel = model.gene_panel()
     hits, chance = [], []
     for s in read_hest(root, ids=model.config.split["val"]):  # held-out samples only
         x = read_features(f / f"{s.id}.h5").features
@@ -174,13 +174,14 @@ def test_small_cohort_options_train_and_resume_byte_identical(feats, tmp_path):
     run killed mid-training resumes to the same bytes (the shared head's optimiser and best-so-far included)."""
     root, f = feats
     extra = ("--output", "residual", "--shared-gene-head", "--gene-smoothing", "1.5", "--min-expert-spots", "60")
+    extra += ("--gene-library-size",)
     ref = tmp_path / "ref"
     r = run_cli(_args(root, f, ref, *extra))
     assert r.returncode == 0, r.stderr[-1500:]
     model = SpadeModel.from_pretrained(ref)
     cfg = model.config
     assert cfg.output == "residual" and cfg.shared_gene_head and model.gene_heads.n_experts == 1
-    assert cfg.train["gene_smoothing"] == 1.5 and cfg.n_experts <= 3
+    assert cfg.train["gene_smoothing"] == 1.5 and cfg.n_experts <= 3 and cfg.genes[-1] == LIBRARY_SIZE
     assert all(n >= 60 for n in cfg.train["train_spots"]) and (cfg.n_experts == 3 or "requested" in cfg.train["sizing"])
     x = read_features(f / f"{read_hest(root)[0].id}.h5").features
     assert model.embed(x).shape == (len(x), 256)

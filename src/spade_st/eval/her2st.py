@@ -102,11 +102,10 @@ class _Embeddings:
         return self._latent[sid]
 
     def gene(self, sid: str) -> np.ndarray:
-        from ..genes import GenePanel
 
         if sid not in self._gene:
             s = self.sections[sid]
-            panel = GenePanel(genes=self.model.config.genes, mode=self.model.config.gene_mode)
+            panel = self.model.gene_panel()
             self._gene[sid] = self.model.embed_genes(panel.transform(s.adata), features=s.features)
         return self._gene[sid]
 

@@ -168,6 +168,13 @@ class SpadeModel(nn.Module):
         self.train(was_training)
         return (out, wts) if return_weights else out
 
+    def gene_panel(self):
+        """The :class:`~spade_st.genes.GenePanel` that turns a sample's raw counts into this model's gene input
+        (``panel.transform(adata)``, for :meth:`embed_genes`)."""
+        from ..genes import GenePanel
+
+        return GenePanel(genes=list(self.config.genes), mode=self.config.gene_mode)
+
     @torch.inference_mode()
     def embed_genes(self, expression, features=None, batch_size: int = 8192) -> np.ndarray:
         """Gene-side embeddings (N, out_dim) of panel expression (N, n_genes), as fed in training.

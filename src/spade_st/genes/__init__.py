@@ -1,10 +1,11 @@
 """Gene panel (per-sample HVGs united by name) and symbol harmonisation."""
 
-from .panel import GenePanel, build_panel, panel_report, sample_hvgs
+from .panel import LIBRARY_SIZE, GenePanel, build_panel, panel_report, sample_hvgs
 from .smoothing import smooth_spatial, spot_pitch
 from .symbols import canonical, harmonise, read_ensembl_table, sum_duplicates
 
 __all__ = [
+    "LIBRARY_SIZE",
     "GenePanel",
     "build_panel",
     "canonical",

@@ -23,6 +23,9 @@ from .._atomic import atomic_write_json
 from .._validation import SpadeInputError
 from .symbols import harmonise, sum_duplicates
 
+#: pseudo-gene of a panel: the gene head also gets log1p(the spot's total counts over all genes)
+LIBRARY_SIZE = "__log1p_library_size__"
+
 
 @dataclass
 class GenePanel:
@@ -63,9 +66,16 @@ class GenePanel:
         elif self.mode != "raw":
             msg = f"gene panel mode must be 'log1p' or 'raw', got {self.mode!r}"
             raise ValueError(msg)
+        lib_col = np.asarray(self.genes) == LIBRARY_SIZE
+        out[:, lib_col] = np.log1p(lib)[:, None]  # sequencing depth as one more input, in either mode
         if sample_id:
-            self.missing[sample_id] = int((~have).sum())
+            self.missing[sample_id] = int((~have & ~lib_col).sum())
         return out.astype(np.float32)
+
+    def with_library_size(self, on: bool = True) -> GenePanel:
+        """This panel with (or without) the :data:`LIBRARY_SIZE` input as its last column."""
+        genes = [g for g in self.genes if g != LIBRARY_SIZE] + ([LIBRARY_SIZE] if on else [])
+        return GenePanel(**(asdict(self) | {"genes": genes}))
 
 
 def sample_hvgs(adata, n_top: int = 50, flavor: str = "seurat", target_sum: float = 1e4, ensembl=None) -> list[str]:

@@ -37,7 +37,6 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
     """Draw every figure the run's files allow; returns {title: png path}."""
     from ..encoders.features import read_features
     from ..experts.model import SpadeModel
-    from ..genes import GenePanel
     from ..io import read_hest
     from ..train.splits import held_out
     from . import clustering_qc, fewshot_curves, gene_maps, routing_map, umap
@@ -104,7 +103,7 @@ def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
         )
         figs[f"UMAP coloured by {key}" + (f" ({note})" if key == "expert" else "")] = p
     # measured vs predicted genes on the shown sample (ridge from SPADE embeddings, trained on train samples)
-    panel = GenePanel(genes=model.config.genes, mode=model.config.gene_mode)
+    panel = model.gene_panel()
     tr = [i for i in split.get("train", []) if (emb_dir / f"{i}.h5").is_file()]
     if tr and show not in tr:
         from sklearn.linear_model import RidgeCV

@@ -43,6 +43,7 @@ class PretrainConfig:
     whiten: bool = False  #: whiten the fixed projection of residual/concat outputs (else: unit average variance)
     shared_gene_head: bool = False  #: one gene head for every expert (one shared embedding space)
     gene_smoothing: float = 0.0  #: gene-side input averaged over spots within this many spot pitches (0: off)
+    gene_library_size: bool = False  #: the gene head also gets log1p of the spot's library size
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-2

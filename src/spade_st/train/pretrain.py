@@ -75,7 +75,8 @@ def prepare(cfg: PretrainConfig):
         panel = GenePanel.from_json(panel_path)
     else:
         panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes, mode=cfg.gene_mode)
-        panel.to_json(panel_path)
+    panel = panel.with_library_size(cfg.gene_library_size)
+    panel.to_json(panel_path)
     used = [by_id[i] for i in split.train + split.val]
     store = build_store(
         used,
