@@ -38,16 +38,16 @@ bench-scale: install
 # the her2st table of the README: the five shared sections, converted and extracted once into runs/her2st
 HER2ST_RUN ?= runs/her2st
 bench-her2st: install
-	$(PY) -c "from spade_st.datasets.her2st import convert_her2st_subset as c; c('../shared/data/her2st_subset', '$(HER2ST_RUN)/root')"
-	$(VENV)/bin/spade-st extract --data $(HER2ST_RUN)/root --encoder efficientnet_lite0 --out $(HER2ST_RUN)/feats
-	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/root --features $(HER2ST_RUN)/feats/efficientnet_lite0 \
+	$(PY) -c "from spade_st.datasets.her2st import convert_her2st_subset as c; c('../shared/data/her2st_subset', '$(HER2ST_RUN)/data')"
+	$(VENV)/bin/spade-st extract --data $(HER2ST_RUN)/data --encoder efficientnet_lite0 --out $(HER2ST_RUN)/features
+	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/data --features $(HER2ST_RUN)/features/efficientnet_lite0 \
 		--config her2st_paper --out $(HER2ST_RUN)/bench-paper
-	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/root --features $(HER2ST_RUN)/feats/efficientnet_lite0 \
+	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/data --features $(HER2ST_RUN)/features/efficientnet_lite0 \
 		--config her2st --out $(HER2ST_RUN)/bench
 
 # the ablation table of the README (one row per small-cohort option)
 ablation-her2st: bench-her2st
-	$(PY) benchmarks/her2st_ablation.py --features $(HER2ST_RUN)/feats/efficientnet_lite0 --out $(HER2ST_RUN)/ablation
+	$(PY) benchmarks/her2st_ablation.py --features $(HER2ST_RUN)/features/efficientnet_lite0 --out $(HER2ST_RUN)/ablation
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
