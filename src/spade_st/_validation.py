@@ -115,3 +115,79 @@ def read_yaml_mapping(path, what: str) -> dict:
         msg = f"{p} must be a mapping of option: value"
         raise SpadeInputError(msg)
     return values
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (case-insensitive), or ``""``."""
+    import difflib
+
+    lower = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
+
+
+def coerce_fields(cls, values: dict, source: str) -> dict:
+    """``values`` converted to the annotated types of the dataclass ``cls`` (int, float, bool, str, Path, lists
+    and ``X | None``), so ``lr: 1e-4`` (a string to YAML 1.1) is a float; a value that does not convert is a
+    one-line error naming the option, the value and the type."""
+    import typing
+    from dataclasses import fields
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in names:
+            msg = f"{source}: unknown option {key!r}{did_you_mean(key, names)}; known: {', '.join(sorted(names))}"
+            raise SpadeInputError(msg)
+        out[key] = _coerce(value, hints[key], f"{source}: {key}")
+    return out
+
+
+def _coerce(value, hint, where: str):
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None:
+            return None
+        errors = []
+        for a in args:
+            try:
+                return _coerce(value, a, where)
+            except SpadeInputError as err:
+                errors.append(err)
+        raise errors[0]
+    origin = typing.get_origin(hint) or hint
+    if origin in (list, tuple):
+        items = value if isinstance(value, list | tuple) else [value]
+        inner = args[0] if args else str
+        return origin(_coerce(v, inner, where) for v in items)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "on", "1"):
+                return True
+            if text in ("false", "no", "off", "0"):
+                return False
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint in (str, Path):
+            if isinstance(value, dict | list):
+                raise ValueError
+            return hint(value)
+    except (TypeError, ValueError):
+        kind = {int: "an integer", float: "a number", bool: "true or false"}.get(hint, getattr(hint, "__name__", hint))
+        msg = f"{where} must be {kind}, got {value!r}"
+        raise SpadeInputError(msg) from None
+    return value

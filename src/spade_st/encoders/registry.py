@@ -7,11 +7,12 @@ encoder is tested by being registered.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from .._validation import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ def get_spec(name: str) -> EncoderSpec:
     """The spec of ``name``; an unknown name raises with the closest registered names."""
     _load_families()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        msg = f"unknown encoder {name!r}; {hint}registered: {', '.join(sorted(_REGISTRY))}"
+        msg = f"unknown encoder {name!r}{did_you_mean(name, _REGISTRY)}; registered: {', '.join(sorted(_REGISTRY))}"
         raise ValueError(msg)
     return _REGISTRY[name]
 

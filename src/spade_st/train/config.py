@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .._validation import SpadeInputError, read_yaml_mapping
+from .._validation import SpadeInputError, coerce_fields, did_you_mean, read_yaml_mapping
 
 
 @dataclass
@@ -107,11 +107,13 @@ def load_config(path: Path | str | None = None, **overrides) -> PretrainConfig:
         p = Path(path)
         if not p.is_file() and (BUILTIN / f"{p}.yaml").is_file():
             p = BUILTIN / f"{p}.yaml"
-        values = read_yaml_mapping(p, "config file")
-        known = {f.name for f in fields(PretrainConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            msg = f"{p}: unknown option(s) {unknown}; known: {sorted(known)}"
+        if not p.is_file():
+            names = builtin_configs()
+            msg = (
+                f"config {str(path)!r} is neither a file nor a built-in config{did_you_mean(str(path), names)}; "
+                f"built-in: {', '.join(names)}"
+            )
             raise SpadeInputError(msg)
-    values |= {k: v for k, v in overrides.items() if v is not None}
+        values = coerce_fields(PretrainConfig, read_yaml_mapping(p, "config file"), str(p))
+    values |= coerce_fields(PretrainConfig, {k: v for k, v in overrides.items() if v is not None}, "option")
     return PretrainConfig(**values).validate()

@@ -58,18 +58,26 @@ def prepare(cfg: PretrainConfig):
     from ..io import read_hest
 
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
     samples = read_hest(cfg.data)
     split_path = out / "split.json"
     split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
+    by_id = {s.id: s for s in samples}
+    groups = {str(by_id[i].meta.get(cfg.group_key)) for i in split.train}
+    if cfg.k1 * len(groups) < cfg.experts:  # refused before anything is written
+        msg = (
+            f"k1 = {cfg.k1} stage-1 clusters x {len(groups)} group(s) ({cfg.group_key}) of training samples cannot "
+            f"form {cfg.experts} experts; lower --experts or raise --k1"
+        )
+        raise SpadeInputError(msg)
     if split_path.is_file() and json.loads(split_path.read_text()) != split.to_dict():
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "pretrain_config.json", cfg.to_dict() | {"version": __version__})
     atomic_write_json(split_path, split.to_dict())
     if cfg.progress:
         for group, reason in split.reasons.items():
             print(f"split [{group}]: {reason}", file=sys.stderr)
-    by_id = {s.id: s for s in samples}
     panel_path = out / "panel.json"
     if panel_path.is_file():
         panel = GenePanel.from_json(panel_path)
@@ -168,7 +176,6 @@ def pretrain(cfg: PretrainConfig) -> Path:
     cfg.encoder = cfg.encoder or _infer_encoder(cfg.features)
     info = init_distributed(cfg.device)
     if info.is_main:
-        atomic_write_json(cfg.out / "pretrain_config.json", cfg.to_dict() | {"version": __version__})
         prepare(cfg)
     barrier(info)
     return train(cfg, info)

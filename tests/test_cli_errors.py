@@ -1,0 +1,40 @@
+"""Bad configuration through ``spade-st`` in a fresh process: exit 1, one line, no traceback, the fix named,
+and nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "extra", "needles"),
+    [
+        ("experts: four\n", [], ["experts must be an integer", "'four'"]),
+        ("lrr: 0.001\n", [], ["unknown option 'lrr'", "did you mean 'lr'"]),
+        ("epochs: 2.5\n", [], ["epochs must be an integer"]),
+        ("shared_gene_head: maybe\n", [], ["shared_gene_head must be true or false"]),
+        ("output: both\n", [], ["output must be 'spade', 'residual' or 'concat'"]),
+        ("k1: 3\nexperts: 7\nencoder: random_cnn\n", [], ["cannot form 7 experts", "raise --k1"]),
+        (None, ["--config", "her2sd"], ["did you mean 'her2st'", "built-in: demo, her2st"]),
+    ],
+)
+def test_config_errors_are_one_line_and_write_nothing(synthetic_root, tmp_path, yaml_text, extra, needles):
+    out = tmp_path / "model"
+    args = ["pretrain", "--data", synthetic_root, "--features", tmp_path / "feats", "--out", out, *extra]
+    if yaml_text is not None:
+        (tmp_path / "c.yaml").write_text(yaml_text)
+        args += ["--config", tmp_path / "c.yaml"]
+    r = run_cli(args)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_encoder_name_did_you_mean(synthetic_root, tmp_path):
+    r = run_cli(["extract", "--data", synthetic_root, "--encoder", "UNI", "--out", tmp_path / "f"])
+    assert r.returncode == 1 and "did you mean 'uni'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "f").exists()
