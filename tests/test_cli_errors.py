@@ -38,3 +38,10 @@ def test_encoder_name_did_you_mean(synthetic_root, tmp_path):
     r = run_cli(["extract", "--data", synthetic_root, "--encoder", "UNI", "--out", tmp_path / "f"])
     assert r.returncode == 1 and "did you mean 'uni'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "f").exists()
+
+
+def test_debug_flag_anywhere_shows_the_traceback(tmp_path):
+    r = run_cli(["check", "--data", tmp_path / "missing", "--debug"])
+    assert r.returncode != 0 and "Traceback" in r.stderr and "does not exist" in r.stderr
+    r = run_cli(["check", "--data", tmp_path / "missing"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr

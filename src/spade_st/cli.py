@@ -205,7 +205,10 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 bad input, 2 usage)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere, before or after the subcommand
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spade-st: error: {one_line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # pragma: no cover - interactive
-        print("spade-st: interrupted", file=sys.stderr)
+        print("spade-st: interrupted; run the same command again to resume (finished steps are kept)", file=sys.stderr)
         return 130
 
 

@@ -246,6 +246,11 @@ def train(cfg: PretrainConfig, info=None) -> Path:
     ckpt_dir = cfg.out / "checkpoints"
     chash = config_hash(mcfg.train | {"genes": mcfg.genes, "E": E})
     state = load_checkpoint(ckpt_dir, model, opt, chash)
+    if state is not None and cfg.progress and info.is_main:
+        print(
+            f"pretrain: resuming from epoch {state['epoch']} of {cfg.epochs} ({ckpt_dir / 'last.safetensors'})",
+            file=sys.stderr,
+        )
     if state is None:
         state = {
             "epoch": 0,
