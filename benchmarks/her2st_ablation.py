@@ -31,6 +31,7 @@ ROWS = {
     "concat": ("her2st_paper", {"output": "concat"}),
     "gene_smoothing": ("her2st_paper", {"gene_smoothing": 1.5}),
     "gene_library_size": ("her2st_paper", {"gene_library_size": True}),
+    "recon_weight": ("her2st_paper", {"recon_weight": 1.0}),
     "tuned": ("her2st", {}),
 }
 
@@ -63,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=10, help="few-shot draws per model")
     ap.add_argument("--epochs", type=int, help="override the configs' epochs (a quick check, not a result)")
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    ap.add_argument("--collect", action="store_true", help="only tabulate the rows' existing OUT/<row>/results.csv")
     args = ap.parse_args(argv)
 
     from spade_st.cli import main as cli
@@ -70,7 +72,7 @@ def main(argv=None) -> None:
 
     root = her2st_root()
     feats = args.features
-    if feats is None:
+    if feats is None and not args.collect:
         feats = CACHE / "her2st-feats" / "efficientnet_lite0"
         if cli(["extract", "--data", str(root), "--encoder", "efficientnet_lite0", "--out", str(feats.parent)]):
             sys.exit("extraction failed")
@@ -89,7 +91,10 @@ def main(argv=None) -> None:
             ks=(1, 2, 4, 8, 16),
             variants=("spade",),
         )
-        summary = run_her2st_bench(cfg)
+        if args.collect:
+            summary = pd.read_csv(args.out / name / "results.csv", dtype={"k": str}, keep_default_na=False)
+        else:
+            summary = run_her2st_bench(cfg)
         summary["k"] = summary["k"].astype(str)
         if not table:
             table.append({"row": "raw features"} | _cells(summary, "raw"))

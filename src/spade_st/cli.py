@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--shared-gene-head", action="store_true", default=None, help="one gene head for all experts")
     pt.add_argument("--gene-smoothing", type=float, help="average the gene input over spots within N pitches")
     pt.add_argument("--gene-library-size", action="store_true", default=None, help="give the gene head log1p(depth)")
+    pt.add_argument("--recon-weight", type=float, help="weight of a shared linear decoder's gene reconstruction")
     em = sub.add_parser("embed", help="SPADE embeddings of feature files")
     em.add_argument("--model", type=Path, required=True)
     em.add_argument("--features", type=Path, required=True)

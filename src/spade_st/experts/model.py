@@ -44,6 +44,9 @@ class SpadeConfig:
     #: mix, which starts at zero); ``concat`` ([projection || mix], 2 x out_dim)
     output: str = "spade"
     shared_gene_head: bool = False  #: one gene head for every expert: all image heads align to one gene space
+    #: weight of a reconstruction term: one linear decoder, shared by every expert, predicts the gene input from
+    #: the image embedding (0: off, the paper). Puts expression in the embedding where a linear probe reads it.
+    recon_weight: float = 0.0
 
     @property
     def embed_dim(self) -> int:
@@ -79,6 +82,9 @@ class SpadeModel(nn.Module):
             raise SpadeInputError(msg)
         self.image_heads = StackedHeads(E, config.feature_dim, d, config.dropout)
         self.gene_heads = StackedHeads(1 if config.shared_gene_head else E, len(config.genes), d, config.dropout)
+        if config.recon_weight > 0:  # (1, ...) parameters: shared by every expert
+            self.decoder_w = nn.Parameter(torch.zeros(1, d, len(config.genes)))
+            self.decoder_b = nn.Parameter(torch.zeros(1, 1, len(config.genes)))
         if config.output != "spade":  # x -> (x - mean) @ weight, set by set_projection (fitted on training spots)
             self.register_buffer("proj_mean", torch.zeros(config.feature_dim))
             self.register_buffer("proj_weight", torch.zeros(config.feature_dim, d))
@@ -103,6 +109,10 @@ class SpadeModel(nn.Module):
         """Training-time image embeddings of each expert's own batch (A, B, D) -> (A, B, out_dim)."""
         z = self.image_heads(feats, experts)
         return z + self.project(feats) if self.config.output == "residual" else z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The shared linear decoder's gene input prediction from image embeddings (..., out_dim) -> (..., G)."""
+        return z @ self.decoder_w[0] + self.decoder_b[0]
 
     def gene_side(self, genes: torch.Tensor, experts=None) -> torch.Tensor:
         """Training-time gene embeddings of each expert's own batch (A, B, G) -> (A, B, out_dim)."""

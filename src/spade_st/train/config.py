@@ -44,6 +44,7 @@ class PretrainConfig:
     shared_gene_head: bool = False  #: one gene head for every expert (one shared embedding space)
     gene_smoothing: float = 0.0  #: gene-side input averaged over spots within this many spot pitches (0: off)
     gene_library_size: bool = False  #: the gene head also gets log1p of the spot's library size
+    recon_weight: float = 0.0  #: a shared linear decoder predicts the gene input from the image embedding (0: off)
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-2
@@ -74,6 +75,7 @@ class PretrainConfig:
             (self.output in ("spade", "residual", "concat"), "output must be 'spade', 'residual' or 'concat'"),
             (self.min_expert_spots is None or self.min_expert_spots >= 0, "min_expert_spots must be >= 0"),
             (self.gene_smoothing >= 0, "gene_smoothing must be >= 0 (spot pitches; 0 turns it off)"),
+            (self.recon_weight >= 0, "recon_weight must be >= 0 (0 turns the reconstruction term off)"),
         ]
         for ok, msg in checks:
             if not ok:

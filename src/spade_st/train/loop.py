@@ -125,14 +125,30 @@ def expert_losses(
     """
     z = model.image_side(feats, experts)
     s = model.gene_side(genes, experts)
+    recon = _reconstruction(model, z, genes, mask, info) if model.config.recon_weight > 0 else 0.0
     m = mask
     if info is not None and info.world_size > 1:
         z, s = _gather_with_local(z, info), _gather_with_local(s, info)
         m = None if mask is None else _gather_with_local(mask, info)
     if loss == "infonce":
         scale = model.logit_scale if experts is None else model.logit_scale[experts]
-        return infonce_loss(z, s, scale, m)
-    return bleep_loss(z, s, tau, m)
+        return infonce_loss(z, s, scale, m) + recon
+    return bleep_loss(z, s, tau, m) + recon
+
+
+def _reconstruction(model, z, genes, mask, info: DistInfo | None) -> torch.Tensor:
+    """``recon_weight`` x per-expert mean squared error of the shared decoder's prediction of the gene input.
+
+    Computed on this rank's rows and scaled so that the ranks' terms sum to the mean over the global batch.
+    """
+    err = (model.decode(z) - genes).pow(2).mean(-1)  # (A, b)
+    if mask is not None:
+        err = err * mask
+        n = mask.sum(-1).clamp(min=1)
+    else:
+        n = torch.full(err.shape[:1], err.shape[1], dtype=err.dtype, device=err.device)
+    world = info.world_size if info is not None else 1
+    return model.config.recon_weight * err.sum(-1) / (n * world)
 
 
 def allreduce_grads(params, info: DistInfo, replicated=()) -> None:

@@ -222,6 +222,7 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         train=cfg.training_key(),
         output=cfg.output,
         shared_gene_head=cfg.shared_gene_head,
+        recon_weight=cfg.recon_weight,
     )
     torch.manual_seed(cfg.seed)
     model = SpadeModel(mcfg, clu["centroids"], clu["centroid_expert"]).to(device)
