@@ -173,7 +173,6 @@ def test_import_released_gene_heads_take_raw_counts(tmp_path):
     """The released experts were trained on raw counts: with or without gene names the panel feeds raw counts."""
     import anndata as ad
 
-
     paths = _released(tmp_path)
     genes = ["ERBB2", "GRB7", "KRT19", "CD74", "MGP"]
     counts = np.random.default_rng(0).poisson(5, size=(7, 5)).astype(np.float32)

@@ -58,7 +58,9 @@ def test_report_contents(demo_run):
 def test_report_in_headless_chromium(demo_run):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed here (CI's .ci/run installs Debian's chromium; make test never installs system packages)")
+        pytest.skip(
+            "chromium is not installed here (CI's .ci/run installs Debian's chromium; make test never installs system packages)"
+        )
     (demo_run / "harness.html").write_text(HARNESS)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(demo_run))
 

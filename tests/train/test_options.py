@@ -136,3 +136,28 @@ def test_shared_parameters_step_as_one_adamw():
     assert int(opt.shared_steps[0]) == 5 and opt.steps.tolist() == [3, 0, 5]
     with pytest.raises(ValueError, match="leading expert axis"):
         StackedAdamW([torch.nn.Parameter(torch.zeros(2, 4))], 3)
+
+
+def test_reconstruction_term_is_the_shared_decoders_mse():
+    from spade_st.experts.loss import bleep_loss
+    from spade_st.train.loop import expert_losses
+
+    cfg = SpadeConfig(
+        encoder="x", feature_dim=10, genes=[f"g{i}" for i in range(7)], n_experts=3, k1=2, out_dim=4, recon_weight=0.5
+    )
+    m = SpadeModel(cfg, np.random.default_rng(0).normal(size=(6, 10)).astype(np.float32), np.repeat(np.arange(3), 2))
+    m.eval()
+    with torch.no_grad():
+        m.decoder_w.normal_()
+        m.decoder_b.normal_()
+    feats, genes = torch.randn(3, 5, 10), torch.randn(3, 5, 7)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    got = expert_losses(m, feats, genes, mask, "bleep", 1.0)
+    z, s = m.image_side(feats), m.gene_side(genes)
+    err = ((z @ m.decoder_w[0] + m.decoder_b[0] - genes) ** 2).mean(-1)
+    mse = torch.stack([err[e][mask[e]].mean() for e in range(3)])
+    torch.testing.assert_close(got, bleep_loss(z, s, 1.0, mask) + 0.5 * mse)
+    got.sum().backward()
+    assert m.decoder_w.grad is not None and m.decoder_w.shape[0] == 1  # one decoder, shared by the experts
+    assert not hasattr(_model(), "decoder_w")  # off by default (the paper)
