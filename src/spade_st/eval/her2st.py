@@ -102,11 +102,10 @@ class _Embeddings:
         return self._latent[sid]
 
     def gene(self, sid: str) -> np.ndarray:
-
+        """Gene-side embeddings of the section's spots (their expression through the model's gene heads)."""
         if sid not in self._gene:
             s = self.sections[sid]
-            panel = self.model.gene_panel()
-            self._gene[sid] = self.model.embed_genes(panel.transform(s.adata), features=s.features)
+            self._gene[sid] = self.model.embed_genes(self.model.gene_panel().transform(s.adata), features=s.features)
         return self._gene[sid]
 
 
