@@ -91,7 +91,7 @@ def test_default_encoder_has_real_weights():
 
 
 def test_unknown_name_suggests_close_names():
-    with pytest.raises(ValueError, match="did you mean efficientnet_lite0"):
+    with pytest.raises(ValueError, match="did you mean 'efficientnet_lite0'"):
         create_encoder("efficientnet-lite0")
 
 
