@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     from spade_st.cli import main as cli
     from spade_st.eval.her2st import Her2stBenchConfig, run_her2st_bench
 
-    root = her2st_root()
+    root = None if args.collect else her2st_root()
     feats = args.features
     if feats is None and not args.collect:
         feats = CACHE / "her2st-feats" / "efficientnet_lite0"
@@ -102,6 +102,9 @@ def main(argv=None) -> None:
         table.append({"row": name} | _cells(summary, "spade") | {"islands, raw features": islands_raw})
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     df = pd.DataFrame(table)
+    order = [f"{p} {t} {pr}" for p in SHORT.values() for t in ("log1p", "cp10k") for pr in ("hest_ridge", "ridge_cv")]
+    order += ["few-shot k=8", "few-shot k=16", "islands (silhouette)", "islands, raw features"]
+    df = df[["row"] + [c for c in order if c in df.columns]]
     from spade_st._atomic import atomic_write_text
     from spade_st.eval.stats import to_markdown
 
