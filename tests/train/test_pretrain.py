@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from spade_st.cli import main
 from spade_st.encoders.features import read_features
+from spade_st.eval.gene_folds import load_section
 from spade_st.experts import SpadeModel
 from spade_st.genes import LIBRARY_SIZE
 from spade_st.io import read_hest
@@ -69,12 +70,13 @@ def test_pretrain_save_reload_embed(feats, tmp_path):
     model = SpadeModel.from_pretrained(out)
     cfg = model.config
     assert cfg.encoder == "random_cnn" and cfg.feature_dim == 64 and cfg.n_experts == 3 and cfg.tau_r == 0.1
-    assert set(cfg.split) >= {"train", "val"} and cfg.split["val"]  # Breast has 2 patients: one validates
+    # every organ has < 3 patients: all samples train, spatial blocks of each validate (saved with the reason)
+    assert cfg.split["val"] == [] and sorted(cfg.split["val_blocks"]) == sorted(cfg.split["train"])
+    assert all("spatial blocks" in r for r in cfg.split["reasons"].values())
     samples = {s.id: s for s in read_hest(root)}
-    val_patients = {samples[i].patient for i in cfg.split["val"]}
-    assert not val_patients & {samples[i].patient for i in cfg.split["train"]}
     hist = pd.read_csv(out / "history.csv")
-    assert len(hist) == 4 * 3 and np.isfinite(hist["train_loss"]).all()
+    assert len(hist) == 4 * 3 and np.isfinite(hist["train_loss"]).all() and np.isfinite(hist["val_loss"]).any()
+    assert sum(cfg.train["val_spots"]) > 0
     # embed through the CLI = in-memory embeddings, exactly
     emb = tmp_path / "emb"
     assert (
@@ -111,17 +113,20 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     root, f = real_feats
     out = tmp_path / "m"
     # later flags override _args' defaults (argparse keeps the last value)
-    extra = ("--k1", "2", "--experts", "2", "--epochs", "40", "--batch-size", "32", "--lr", "1e-3")
+    held = [s.id for s in read_hest(root) if s.patient == read_hest(root)[-1].patient]  # the last patient
+    extra = ("--k1", "2", "--experts", "2", "--epochs", "40", "--batch-size", "32", "--lr", "1e-3", "--exclude", *held)
     assert main(_args(root, f, out, *extra)) == 0
     model = SpadeModel.from_pretrained(out)
+    assert model.config.split["excluded"] == held
 
     panel = model.gene_panel()
     hits, chance = [], []
-    for s in read_hest(root, ids=model.config.split["val"]):  # held-out samples only
-        x = read_features(f / f"{s.id}.h5").features
+    for s in read_hest(root, ids=held):  # samples held out of pretraining only
+        sec = load_section(s, f / f"{s.id}.h5", targets=())  # rows matched by barcode
+        x = sec.features
         zi = model.embed(x)
-        zg = model.embed_genes(panel.transform(s.adata), features=x)
-        lab = s.adata.obs["label"].astype(str).to_numpy()
+        zg = model.embed_genes(panel.transform(sec.adata), features=x)
+        lab = sec.adata.obs["label"].astype(str).to_numpy()
         nn = (zi @ zg.T).argmax(1)
         hits.append(np.mean(lab[nn] == lab))
         p = pd.Series(lab).value_counts(normalize=True)
