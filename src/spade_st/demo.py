@@ -61,8 +61,8 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     _stage(log, "demo-data", make_data)
     _stage(log, "extract", lambda: extract(ExtractConfig(data=data, encoder=cfg.encoder, out=feats)))
-    last = read_hest(data)[-1].patient  # the last patient's samples are held out of pretraining: evaluated on
-    held = [s.id for s in read_hest(data) if s.patient == last]
+    samples = read_hest(data)  # the last patient's samples are held out of pretraining: evaluated on
+    held = [s.id for s in samples if s.patient == samples[-1].patient]
     pcfg = load_config(
         "demo", data=data, features=feats / cfg.encoder, out=model, encoder=cfg.encoder, epochs=cfg.epochs, exclude=held
     )

@@ -113,7 +113,8 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     root, f = real_feats
     out = tmp_path / "m"
     # later flags override _args' defaults (argparse keeps the last value)
-    held = [s.id for s in read_hest(root) if s.patient == read_hest(root)[-1].patient]  # the last patient
+    samples = read_hest(root)
+    held = [s.id for s in samples if s.patient == samples[-1].patient]  # the last patient
     extra = ("--k1", "2", "--experts", "2", "--epochs", "40", "--batch-size", "32", "--lr", "1e-3", "--exclude", *held)
     assert main(_args(root, f, out, *extra)) == 0
     model = SpadeModel.from_pretrained(out)
