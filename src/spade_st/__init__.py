@@ -6,7 +6,8 @@ The public API, imported lazily so that ``import spade_st`` stays fast::
     spade_st.create_encoder("uni", weights=…) # patch encoders (spade_st.encoders)
     spade_st.build_panel(samples)             # gene panel by name (spade_st.genes)
     spade_st.TwoStageClustering(), spade_st.SpadeModel.from_pretrained(dir)   # (spade_st.experts)
-    spade_st.pl.umap(…)                       # plots
+    spade_st.tl.extract / fit / embed / predict_expression   # the notebook layer, AnnData first
+    spade_st.pl.embedding(adata, color="sample")              # plots from AnnData
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ _EXPORTS = {
     "SpadeConfig": "experts",
     "import_released": "experts",
     "synthetic": "datasets",
+    "ExpressionPredictor": "experts",
+    "PretrainConfig": "train.config",
+    "pretrain": "train.pretrain",
+    "SpadeInputError": "_validation",
+    "LayoutError": "_validation",
 }
-_SUBMODULES = {"io", "encoders", "genes", "experts", "train", "eval", "pl", "datasets"}
+_SUBMODULES = {"io", "encoders", "genes", "experts", "train", "eval", "pl", "tl", "datasets"}
 
 __all__ = ["__version__", *sorted(_EXPORTS), *sorted(_SUBMODULES)]
 

@@ -50,6 +50,7 @@ def _cmd_check(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import DemoConfig, run_demo
 
+    _headless()
     report = run_demo(from_args(DemoConfig, args))
     print(f"report: {report}")
     return 0
@@ -126,10 +127,38 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _cmd_report(args) -> int:
-    from .pl.report import write_report
+def _headless() -> None:
+    """Draw into files only: the CLI never needs a display (the library leaves the backend to the user)."""
+    import matplotlib
 
-    print(f"report: {write_report(args.run)}")
+    matplotlib.use("Agg")
+
+
+def _cmd_report(args) -> int:
+    from .pl.report import ReportConfig, write_report
+
+    _headless()
+    print(f"report: {write_report(from_args(ReportConfig, args))}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .tl._predict import PredictConfig, predict_slides
+
+    _headless()
+    paths = predict_slides(from_args(PredictConfig, args))
+    print(f"{len(paths)} file(s) in {args.out}")
+    return 0
+
+
+def _cmd_fit_predictor(args) -> int:
+    from .experts.model import SpadeModel
+    from .train.predictor import fit_predictor_from_root
+
+    model = SpadeModel.from_pretrained(args.model)
+    head = fit_predictor_from_root(model, args.data, args.features, args.ids, args.genes)
+    head.save(args.model)
+    print(f"expression head ({len(head.genes)} genes) written to {args.model}")
     return 0
 
 

@@ -19,6 +19,8 @@ from ._commands import (
     _cmd_evaluate,
     _cmd_extract,
     _cmd_extract_wsi,
+    _cmd_fit_predictor,
+    _cmd_predict,
     _cmd_pretrain,
     _cmd_report,
 )
@@ -148,8 +150,41 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check the installation (and a data root); print what to fix")
     dr.add_argument("--data", type=Path)
     dr.add_argument("--weights-dir", type=Path, help="default: $SPADE_ST_WEIGHTS")
-    rp = sub.add_parser("report", help="write RUN/report.html (self-contained) and RUN/report.md")
-    rp.add_argument("run", type=Path)
+    rp = sub.add_parser(
+        "report",
+        help="write RUN/report.html (self-contained) and RUN/report.md",
+        description="Figures and tables of a run folder. Parts are found under RUN by the names `spade-st demo` "
+        "writes (data/, features/<encoder>/, model/, embeddings/, results/); point at others with the flags. "
+        "What is drawn and what is skipped (and why) is printed.",
+    )
+    rp.add_argument("run", type=Path, help="run folder (the report is written here)")
+    rp.add_argument("--data", type=Path, help="HEST root (default: RUN/data)")
+    rp.add_argument("--features", type=Path, help="FEATS/<encoder> (default: RUN/features/<encoder>)")
+    rp.add_argument("--model", type=Path, help="model folder (default: RUN/model)")
+    rp.add_argument("--embeddings", type=Path, help="`spade-st embed` output (default: RUN/embeddings)")
+    pr = sub.add_parser(
+        "predict",
+        help="predicted expression of every tile of a slide (h5ad + PNG maps) from a model folder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    pr.add_argument("--model", type=Path, required=True, help="model folder with an expression head")
+    pr.add_argument("--features", type=Path, nargs="+", required=True, help="feature file(s): extract-wsi or TRIDENT")
+    pr.add_argument("--out", type=Path, required=True, help="writes OUT/<slide>.h5ad and OUT/<slide>_expression.png")
+    pr.add_argument("--wsi", type=Path, nargs="+", help="the slides (matched by file stem), for the maps")
+    pr.add_argument("--genes", nargs="+", help="genes to predict and map (default: all; the 4 most variable mapped)")
+    pr.add_argument("--method", choices=["ridge", "knn"], default="ridge", help="the expression head's method")
+    pr.add_argument("--pixel-size-um", type=float, help="level-0 µm/px of slides that carry none")
+    pr.add_argument("--data", type=Path, help="HEST root: print Pearson r vs measured for slides that are its samples")
+    fp = sub.add_parser(
+        "fit-predictor",
+        help="fit (or refit) a model's expression head on a HEST root's spots",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fp.add_argument("--model", type=Path, required=True, help="model folder (predictor.json is written into it)")
+    fp.add_argument("--data", type=Path, required=True, help="HEST root with the samples' counts")
+    fp.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> of those samples")
+    fp.add_argument("--ids", nargs="+", help="samples to fit on (default: the model's training samples)")
+    fp.add_argument("--genes", nargs="+", help="genes of the head (default: the model's gene panel)")
     ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources")
     ev.add_argument("task", type=Path)
     ev.add_argument("--out", type=Path, required=True)
@@ -199,6 +234,8 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
+    "predict": _cmd_predict,
+    "fit-predictor": _cmd_fit_predictor,
     "doctor": _cmd_doctor,
 }
 

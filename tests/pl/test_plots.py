@@ -1,13 +1,17 @@
-"""Each plot function writes a non-empty image of the expected size."""
+"""Plots from AnnData: the right artists, one colour scale per panel, labelled colour bars, nothing blank."""
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+from matplotlib.collections import EllipseCollection, PolyCollection
 from PIL import Image
 
 from spade_st import pl
+from spade_st._validation import SpadeInputError
 
 
 @pytest.fixture
@@ -15,58 +19,110 @@ def rng():
     return np.random.default_rng(0)
 
 
-def _check(path, min_w=300, min_h=250):
-    assert path.is_file() and path.stat().st_size > 5000
+def _grid_adata(rng, n_side=8, genes=("G1", "G2", "G3")):
+    xy = np.stack(np.meshgrid(np.arange(n_side), np.arange(n_side)), -1).reshape(-1, 2) * 100.0 + 50
+    counts = rng.poisson(5, size=(len(xy), len(genes))).astype(np.float32)
+    counts[:, 0] += (xy[:, 0] > 400) * 40  # G1 high on the right half
+    a = ad.AnnData(sp.csr_matrix(counts), var=pd.DataFrame(index=list(genes)))
+    a.obs_names = [f"s{i}" for i in range(len(xy))]
+    a.obsm["spatial"] = xy
+    return a
+
+
+def _not_blank(path):
     with Image.open(path) as im:
-        w, h = im.size
-        arr = np.asarray(im.convert("L"))
-    assert w >= min_w and h >= min_h
-    assert arr.std() > 5  # not a blank canvas
+        assert np.asarray(im.convert("L")).std() > 5
 
 
-def test_umap(tmp_path, rng):
-    x = np.concatenate([rng.normal(m, 1, size=(60, 20)) for m in (0, 5)])
-    pl.umap(x, ["a"] * 60 + ["b"] * 60, title="t", save=tmp_path / "u.png")
-    _check(tmp_path / "u.png")
+def test_embedding_colours_by_sample_and_expert(tmp_path, rng):
+    a = ad.AnnData(obs=pd.DataFrame({"sample": ["a"] * 60 + ["b"] * 60}, index=[f"c{i}" for i in range(120)]))
+    a.obsm["X_spade"] = np.concatenate([rng.normal(m, 1, size=(60, 20)) for m in (0, 5)]).astype(np.float32)
+    a.obsm["spade_expert_weights"] = rng.dirichlet(np.ones(3), size=120)
+    ax = pl.embedding(a, color="sample", save=tmp_path / "u.png")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert ax.get_xlabel() == "UMAP 1" and len(ax.collections) == 2
+    assert "X_umap_spade" in a.obsm  # cached for the next call
+    ax = pl.embedding(a, color="expert")
+    assert {t.get_text() for t in ax.get_legend().get_texts()} <= {"expert 0", "expert 1", "expert 2"}
+    _not_blank(tmp_path / "u.png")
+    with pytest.raises(SpadeInputError, match="not an obs column"):
+        pl.embedding(a, color="organ")
 
 
-def test_routing_and_gene_maps(tmp_path, rng):
-    thumb = rng.integers(0, 255, size=(200, 300, 3), dtype=np.uint8)
-    xy = rng.uniform(10, 190, size=(50, 2))
-    w = rng.dirichlet(np.ones(4), size=50)
-    pl.routing_map(thumb, xy, w, save=tmp_path / "r.png")
-    _check(tmp_path / "r.png")
-    m = rng.normal(size=(50, 2))
-    pl.gene_maps(thumb, xy, m, m + 0.1, ["G1", "G2"], save=tmp_path / "g.png")
-    _check(tmp_path / "g.png", min_w=500)
+def test_spatial_panels_have_their_own_scales(rng):
+    a = _grid_adata(rng)
+    a.X = a.X.toarray()
+    a.X[:, 1] *= 100  # a gene on another scale must not flatten the first one's panel
+    fig = pl.spatial(a, ["G1", "G2"])
+    axes = [ax for ax in fig.axes if ax.get_title() in ("G1", "G2")]
+    arts = [next(c for c in ax.collections if isinstance(c, EllipseCollection)) for ax in axes]
+    (lo1, hi1), (lo2, hi2) = (art.get_clim() for art in arts)
+    assert hi2 > 10 * hi1  # each panel scaled to its own values
+    assert len(fig.axes) == 4  # two panels + two colour bars
+    assert all("log1p" in cb.get_ylabel() for cb in fig.axes if cb not in axes)
+    tiles = pl.spatial(a, "G1", tile_size=100)
+    assert any(isinstance(c, PolyCollection) for c in tiles.axes[0].collections)
 
 
-def test_attention_heatmap(tmp_path, rng):
-    thumb = np.full((100, 150, 3), 230, np.uint8)
+def test_gene_maps_measured_vs_predicted_r_in_title(rng):
+    a = _grid_adata(rng)
+    from spade_st.genes import expression_target
+
+    truth = expression_target(a, ["G1", "G2"])
+    pred = ad.AnnData(truth + rng.normal(0, 0.01, truth.shape).astype(np.float32))
+    pred.obs_names, pred.var_names = a.obs_names, ["G1", "G2"]
+    fig = pl.gene_maps(a, pred, ["G1", "G2"])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert "G1 (measured)" in titles
+    r = [float(t.split("r = ")[1].rstrip(")")) for t in titles if "predicted" in t]
+    assert len(r) == 2 and all(v > 0.99 for v in r)
+    clims = [c.get_clim() for ax in fig.axes for c in ax.collections if isinstance(c, EllipseCollection)]
+    assert len(clims) == 4 and len(set(clims)) == 4  # per-panel scales, predicted not on the measured scale
+    with pytest.raises(SpadeInputError, match="same obs names"):
+        bad = pred.copy()
+        bad.obs_names = [f"x{i}" for i in range(bad.n_obs)]
+        pl.gene_maps(a, bad)
+
+
+def test_routing_map_and_slide_heatmap(tmp_path, rng):
+    a = _grid_adata(rng)
+    a.obsm["spade_expert_weights"] = rng.dirichlet(np.ones(4), size=a.n_obs)
+    thumb = rng.integers(0, 255, size=(90, 90, 3), dtype=np.uint8)
+    ax = pl.routing_map(a, img=thumb, scale=10.0, save=tmp_path / "r.png")
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert legend == {f"expert {e}" for e in np.unique(a.obsm["spade_expert_weights"].argmax(1))}
+    _not_blank(tmp_path / "r.png")
+    with pytest.raises(SpadeInputError, match="tl.embed"):
+        pl.routing_map(_grid_adata(rng))
     coords = np.stack(np.meshgrid(np.arange(0, 1400, 224), np.arange(0, 900, 224)), -1).reshape(-1, 2)
-    pl.attention_heatmap(thumb, coords, rng.random(len(coords)), 224, 10.0, save=tmp_path / "a.png")
-    _check(tmp_path / "a.png")
+    fig = pl.slides.attention_heatmap(np.full((100, 150, 3), 230, np.uint8), coords, rng.random(len(coords)), 224, 10.0)
+    assert fig.axes[1].get_ylabel() == "attention (min-max)"
 
 
-def test_clustering_qc_and_fewshot_curves(tmp_path):
+def test_clustering_qc_and_fewshot_curves():
     ck = pd.DataFrame(
         {"k": [2, 4, 8], "wcss": [3.0, 2.0, 1.5], "silhouette": [0.3, 0.5, 0.4], "wcss_std": [1.0, 0.0, -1.0]}
     )
-    qc = pd.DataFrame({"expert": [0, 1, 2], "spots": [10, 20, 5], "groups": [1, 2, 2]})
-    pl.clustering_qc(ck, qc, save=tmp_path / "c.png")
-    _check(tmp_path / "c.png", min_w=600)
+    one_organ = pd.DataFrame({"expert": [0, 1, 2], "spots": [10, 20, 5], "groups": [1, 1, 1]})
+    fig = pl.curves.clustering_qc(ck, one_organ)
+    assert "organs per expert" not in [ax.get_title() for ax in fig.axes]
+    fig = pl.curves.clustering_qc(ck, one_organ.assign(groups=[1, 2, 2]))
+    assert "organs per expert" in [ax.get_title() for ax in fig.axes]
     rows = [
         {
             "task": "fewshot_knn",
             "metric": "balanced_accuracy",
             "k": k,
             "source": s,
-            "mean": 0.5 + 0.05 * k**0.5,
-            "ci_low": 0.45,
-            "ci_high": 0.7,
+            "mean": 0.9,
+            "ci_low": 0.7,
+            "ci_high": 1.3,
         }
         for k in (1, 2, 4)
         for s in ("raw", "spade")
     ]
-    pl.fewshot_curves(pd.DataFrame(rows), save=tmp_path / "f.png")
-    _check(tmp_path / "f.png")
+    fig = pl.curves.fewshot_curves(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2 and max(b.get_paths()[0].vertices[:, 1].max() for b in bands) <= 1.0  # clipped
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"raw", "spade"}

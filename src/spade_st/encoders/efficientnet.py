@@ -59,7 +59,9 @@ def default_weights() -> Path:
 
 
 def _build(path: Path | None, **overrides):
-    import timm
+    from .._optional import require
+
+    timm = require("timm", "timm", "encoders")
 
     model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0, **overrides)
     sd = load_state_dict(path)

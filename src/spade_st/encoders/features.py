@@ -82,8 +82,9 @@ def read_features(path: Path | str, require_complete: bool = False) -> FeatureSe
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             skip = {key, "coords", bkey}
             arrays = {k: f[k][()] for k in f if k not in skip and isinstance(f[k], h5py.Dataset)}
-            if key in f and hasattr(f[key], "attrs"):
-                attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f[key].attrs.items()} | attrs
+            for ds in (key, "coords"):  # TRIDENT keeps patch_size_level0 & co. on the coords dataset
+                if ds in f:
+                    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f[ds].attrs.items()} | attrs
     except OSError as err:
         msg = f"cannot read feature file {p} ({err}); it is truncated or not HDF5: delete it and rerun"
         raise SpadeInputError(msg) from err

@@ -92,7 +92,9 @@ ARCHS: dict[str, tuple[str, dict]] = {
 
 def build_vit(name: str, **overrides) -> torch.nn.Module:
     """The timm ViT of ``name`` with its published arguments (``overrides`` replace some, e.g. depth)."""
-    import timm
+    from .._optional import require
+
+    timm = require("timm", "timm", "encoders")
 
     arch, kwargs = ARCHS[name]
     kwargs = dict(kwargs)

@@ -77,6 +77,7 @@ def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list
         setattr(pc, k, v)
     pc.validate()
     pc.progress = False
+    pc.predictor = False  # the bench measures the embedding with its own probes
     pretrain(pc)  # a finished folder is reused (same bytes); one trained with other settings is refused
     return SpadeModel.from_pretrained(out)
 

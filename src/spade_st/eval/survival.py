@@ -38,7 +38,9 @@ def risk_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 def c_index(times, events, risk) -> float:
     """Harrell's concordance index (scikit-survival)."""
-    from sksurv.metrics import concordance_index_censored
+    from .._optional import require
+
+    concordance_index_censored = require("sksurv.metrics", "scikit-survival", "survival").concordance_index_censored
 
     return float(
         concordance_index_censored(np.asarray(events, bool), np.asarray(times, float), np.asarray(risk, float))[0]
@@ -99,8 +101,11 @@ def predict_risk(model: GatedABMIL, bags) -> np.ndarray:
 def cox_mean_pool(bags, times, events, train, test, alpha: float = 1.0) -> np.ndarray:
     """Ridge-penalised Cox model on standardised mean-pooled bags; risk scores of ``test``."""
     from sklearn.preprocessing import StandardScaler
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-    from sksurv.util import Surv
+
+    from .._optional import require
+
+    CoxPHSurvivalAnalysis = require("sksurv.linear_model", "scikit-survival", "survival").CoxPHSurvivalAnalysis
+    Surv = require("sksurv.util", "scikit-survival", "survival").Surv
 
     x = np.stack([b.mean(0) for b in bags])
     sc = StandardScaler().fit(x[train])

@@ -4,10 +4,12 @@ from .clustering import TwoStageClustering, choose_k, seed_agreement
 from .heads import StackedHeads
 from .loss import bleep_loss, infonce_loss
 from .model import SpadeConfig, SpadeModel
+from .predictor import ExpressionPredictor
 from .released import import_released
 from .router import mix_experts, route_weights
 
 __all__ = [
+    "ExpressionPredictor",
     "SpadeConfig",
     "SpadeModel",
     "StackedHeads",

@@ -27,7 +27,9 @@ def kmeans(
     if backend == "auto":
         backend = "faiss" if have_faiss() else "sklearn"
     if backend == "faiss":
-        import faiss
+        from .._optional import require
+
+        faiss = require("faiss", "faiss-cpu", "faiss")
 
         km = faiss.Kmeans(
             x.shape[1],

@@ -74,6 +74,8 @@ class SpadeModel(nn.Module):
                 f"centroid->expert map must be {c.shape[0]} integers in [0, {config.n_experts}), got {tuple(ce.shape)}"
             )
             raise SpadeInputError(msg)
+        #: the expression head (:class:`~spade_st.experts.predictor.ExpressionPredictor`), when the folder has one
+        self.predictor = None
         self.register_buffer("centroids", c)
         self.register_buffer("centroid_expert", ce)
         E, d = config.n_experts, config.out_dim
@@ -267,4 +269,8 @@ class SpadeModel(nn.Module):
             )
             raise SpadeInputError(msg)
         model.load_state_dict(sd, strict=True)
+        from . import predictor as head
+
+        if (folder / head.CONFIG).is_file():
+            model.predictor = head.ExpressionPredictor.load(folder)
         return model.to(device).eval()

@@ -1,6 +1,6 @@
 """Gene panel (per-sample HVGs united by name) and symbol harmonisation."""
 
-from .panel import LIBRARY_SIZE, GenePanel, build_panel, panel_report, sample_hvgs
+from .panel import LIBRARY_SIZE, GenePanel, build_panel, expression_target, panel_report, sample_hvgs
 from .smoothing import smooth_spatial, spot_pitch
 from .symbols import canonical, harmonise, read_ensembl_table, sum_duplicates
 
@@ -9,6 +9,7 @@ __all__ = [
     "GenePanel",
     "build_panel",
     "canonical",
+    "expression_target",
     "harmonise",
     "panel_report",
     "read_ensembl_table",

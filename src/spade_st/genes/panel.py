@@ -78,10 +78,19 @@ class GenePanel:
         return GenePanel(**(asdict(self) | {"genes": genes}))
 
 
+def expression_target(adata, genes: list[str]) -> np.ndarray:
+    """log1p(counts per 10k) of ``genes`` (by name; zeros where the sample lacks one), spots x genes: what the
+    expression head predicts and what its maps are compared with."""
+    return GenePanel(genes=list(genes), mode="log1p").transform(adata)
+
+
 def sample_hvgs(adata, n_top: int = 50, flavor: str = "seurat", target_sum: float = 1e4, ensembl=None) -> list[str]:
     """Top ``n_top`` highly variable genes of one sample (harmonised symbols)."""
     import anndata as ad
-    import scanpy as sc
+
+    from .._optional import require
+
+    sc = require("scanpy", "scanpy", "genes")
 
     X, names = sum_duplicates(sp.csr_matrix(adata.X, dtype=np.float32), harmonise(adata.var_names, ensembl))
     keep = np.asarray(X.sum(axis=0)).ravel() > 0

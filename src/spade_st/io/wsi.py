@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,18 @@ from PIL import Image
 
 from .._validation import SpadeInputError, check_pixel_size, require_file
 
-Image.MAX_IMAGE_PIXELS = None  # H&E images are large on purpose
+
+@contextmanager
+def _no_pixel_limit():
+    """Lift PIL's decompression-bomb limit while reading one image (H&E images are large on purpose); the
+    caller's setting is restored afterwards."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
 
 _PLAIN_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -183,7 +195,7 @@ def read_image(path: Path | str) -> np.ndarray:
     """Read a plain image (JPEG/PNG/TIFF) as RGB uint8; a corrupt file is a clear error."""
     p = require_file(path, "image")
     try:
-        with Image.open(p) as im:
+        with _no_pixel_limit(), Image.open(p) as im:
             im.load()
             return _to_rgb(np.asarray(im.convert("RGB")), p)
     except (OSError, SyntaxError, ValueError) as err:

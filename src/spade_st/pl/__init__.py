@@ -1,7 +1,12 @@
-"""Plots (matplotlib, scanpy-like signatures with ``ax=`` and ``save=``)."""
+"""Plots from AnnData (scanpy style: ``adata`` first, keyword options, ``ax=``/``save=``; Axes or, for
+multi-panel plots, a Figure returned).
 
-from .curves import clustering_qc, fewshot_curves
-from .embedding import umap, umap_coords
-from .spatial import attention_heatmap, gene_maps, routing_map
+Result tables and slides have their own modules: :mod:`spade_st.pl.curves` (few-shot curves, clustering QC)
+and :mod:`spade_st.pl.slides` (ABMIL attention). None of them changes matplotlib's backend.
+"""
 
-__all__ = ["attention_heatmap", "clustering_qc", "fewshot_curves", "gene_maps", "routing_map", "umap", "umap_coords"]
+from . import curves, slides
+from .embedding import embedding
+from .spatial import gene_maps, routing_map, spatial
+
+__all__ = ["curves", "embedding", "gene_maps", "routing_map", "slides", "spatial"]

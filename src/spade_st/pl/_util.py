@@ -1,13 +1,11 @@
-"""Shared plotting helpers: figure/axes handling and saving (scanpy-like ``ax=`` / ``save=``)."""
+"""Shared plotting helpers: figure/axes handling, saving (scanpy-like ``ax=`` / ``save=``), colour scales."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
+import numpy as np
 
 
 def get_ax(ax=None, figsize=(5, 5)):
@@ -18,7 +16,7 @@ def get_ax(ax=None, figsize=(5, 5)):
 
 
 def finish(fig, save: Path | str | None, dpi: int = 120):
-    """Save atomically when ``save`` is given (PNG/SVG/PDF by suffix); return the figure."""
+    """Save atomically when ``save`` is given (PNG/SVG/PDF by suffix) and close the figure; return it."""
     if save is not None:
         from .._atomic import atomic_path
 
@@ -32,3 +30,13 @@ def finish(fig, save: Path | str | None, dpi: int = 120):
 def categorical_colors(n: int):
     cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
     return [cmap(i % cmap.N) for i in range(n)]
+
+
+def robust_limits(values: np.ndarray, lo: float = 2, hi: float = 98) -> tuple[float, float]:
+    """Colour limits of one panel: its own 2nd-98th percentiles (never a scale shared with another panel)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return 0.0, 1.0
+    a, b = np.percentile(v, [lo, hi])
+    return (float(a), float(b)) if b > a else (float(v.min()), float(v.min()) + 1e-6 + float(np.ptp(v)))

@@ -10,8 +10,10 @@ from ._util import categorical_colors, finish, plt
 
 def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
     """Elbow (standardised WCSS) and silhouette vs k; spots and organs (groups) per expert."""
-    n = 3 if choose_k is not None and len(choose_k) else 2
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6))
+    organs = "groups" in qc and qc["groups"].max() > 1  # one organ per expert everywhere: nothing to draw
+    n = (2 if choose_k is not None and len(choose_k) else 1) + organs
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    axes = axes[0]
     i = 0
     if n == 3:
         ax = axes[0]
@@ -28,16 +30,21 @@ def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
     axes[i].set_xlabel("expert")
     axes[i].set_ylabel("training spots")
     axes[i].set_title("spots per expert")
-    axes[i + 1].bar(qc["expert"], qc["groups"], color="C2")
-    axes[i + 1].set_xlabel("expert")
-    axes[i + 1].set_ylabel("organs covered")
-    axes[i + 1].set_title("organs per expert")
+    if organs:
+        axes[i + 1].bar(qc["expert"], qc["groups"], color="C2")
+        axes[i + 1].set_xlabel("expert")
+        axes[i + 1].set_ylabel("organs covered")
+        axes[i + 1].set_title("organs per expert")
     fig.tight_layout()
     return finish(fig, save)
 
 
 def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", save=None, title: str = ""):
-    """Metric vs k with 95% CI bands, one line per embedding source (one panel per probe/task)."""
+    """Metric vs k with 95% CI bands, one line per embedding source (one panel per probe/task).
+
+    The metrics are rates in [0, 1], so the bands are clipped to that range. Takes a results table (the
+    ``summary`` of ``spade-st evaluate`` or the bench), not an AnnData.
+    """
     s = summary[summary["metric"] == metric].copy() if "metric" in summary else summary.copy()
     s = s[pd.to_numeric(s["k"], errors="coerce").notna()]
     s["k"] = s["k"].astype(float)
@@ -51,12 +58,13 @@ def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", sav
             if d.empty:
                 continue
             ax.plot(d["k"], d["mean"], "o-", color=cols[src], label=src)
-            lo, hi = d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float)
+            lo, hi = np.clip(d["ci_low"].to_numpy(float), 0, 1), np.clip(d["ci_high"].to_numpy(float), 0, 1)
             ok = np.isfinite(lo) & np.isfinite(hi)
             ax.fill_between(d["k"][ok], lo[ok], hi[ok], color=cols[src], alpha=0.2)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("shots per class (k)")
         ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylim(-0.02, 1.02)
         ax.set_title(task.replace("fewshot_", ""))
         ax.legend(fontsize=8, frameon=False)
     if title:

@@ -1,9 +1,10 @@
-"""UMAP of embeddings, coloured by expert, organ, sample or label."""
+"""UMAP of embeddings held in an AnnData, coloured by sample, expert, organ or label."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .._validation import SpadeInputError
 from ._util import categorical_colors, finish, get_ax
 
 
@@ -13,29 +14,53 @@ def umap_coords(x: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarr
 
     from sklearn.decomposition import PCA
 
+    from .._optional import require
+
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1] > 50 and len(x) > 50:
         x = PCA(50, random_state=seed).fit_transform(x)
+    umap = require("umap", "umap-learn", "plot")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import umap
-
         return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed).fit_transform(x)
 
 
-def umap(x: np.ndarray, color, title: str = "", ax=None, save=None, seed: int = 0, coords=None, s: float = 6):
-    """Scatter of the UMAP of ``x`` coloured by the categorical ``color`` (legend outside)."""
-    xy = coords if coords is not None else umap_coords(x, seed)
+def _labels(adata, color: str) -> np.ndarray:
+    if color == "expert":
+        if "spade_expert_weights" not in adata.obsm:
+            msg = "color='expert' needs obsm['spade_expert_weights']; run spade_st.tl.embed(adata, model) first"
+            raise SpadeInputError(msg)
+        return np.array([f"expert {e}" for e in np.asarray(adata.obsm["spade_expert_weights"]).argmax(1)])
+    if color not in adata.obs:
+        msg = f"color={color!r} is not an obs column (has: {list(adata.obs.columns)}) nor 'expert'"
+        raise SpadeInputError(msg)
+    return np.asarray(adata.obs[color].astype(str))
+
+
+def embedding(adata, basis: str = "X_spade", color: str = "sample", *, title=None, seed=0, s=6, ax=None, save=None):
+    """Scatter of the UMAP of ``obsm[basis]`` coloured by the categorical ``color`` (an obs column, or
+    ``"expert"`` for the dominant expert); returns the Axes.
+
+    The 2-D coordinates are cached in ``obsm['X_umap_<basis>']`` and reused by later calls.
+    """
+    if basis not in adata.obsm:
+        msg = f"obsm has no {basis!r} (has: {sorted(adata.obsm)}); run spade_st.tl.embed first"
+        raise SpadeInputError(msg)
+    cache = "X_umap_" + basis.removeprefix("X_")
+    if cache not in adata.obsm or len(adata.obsm[cache]) != adata.n_obs:
+        adata.obsm[cache] = umap_coords(np.asarray(adata.obsm[basis]), seed)
+    xy = np.asarray(adata.obsm[cache])
+    labels = _labels(adata, color)
     fig, ax = get_ax(ax, (5.5, 5))
-    color = np.asarray(color).astype(str)
-    cats = sorted(set(color))
+    cats = sorted(set(labels))
     for c, col in zip(cats, categorical_colors(len(cats)), strict=True):
-        m = color == c
+        m = labels == c
         ax.scatter(xy[m, 0], xy[m, 1], s=s, color=col, label=c, linewidths=0)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
-    ax.set_title(title)
+    ax.set_title(title if title is not None else f"{basis} by {color}")
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7, markerscale=2, frameon=False)
-    return finish(fig, save)
+    finish(fig, save)
+    return ax

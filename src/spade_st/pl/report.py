@@ -10,7 +10,9 @@ import base64
 import html
 import json
 import platform
+import sys
 import time
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -33,103 +35,146 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def make_figures(run: Path, fig_dir: Path) -> dict[str, Path]:
-    """Draw every figure the run's files allow; returns {title: png path}."""
-    from ..encoders.features import read_features
-    from ..experts.model import SpadeModel
-    from ..io import read_hest
-    from ..train.splits import held_out
-    from . import clustering_qc, fewshot_curves, gene_maps, routing_map, umap
+@dataclass
+class ReportConfig:
+    """Where ``spade-st report`` finds the run's parts (defaults: the folder names ``spade-st demo`` writes)."""
 
-    figs: dict[str, Path] = {}
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    model_dir, emb_dir = run / "model", run / "embeddings"
-    if not (model_dir / "config.json").is_file() or not emb_dir.is_dir():
-        return figs
-    model = SpadeModel.from_pretrained(model_dir)
-    split = model.config.split
-    samples = {s.id: s for s in read_hest(run / "data")}
-    show = next((i for i in held_out(split) if (emb_dir / f"{i}.h5").is_file()), split["train"][0])
-    s = samples[show]
-    emb = read_features(emb_dir / f"{show}.h5")
-    w = emb.arrays["expert_weights"]
-    with s.wsi() as slide:
-        thumb = slide.get_thumbnail(900)
-        scale = slide.dimensions[0] / thumb.shape[1]
+    run: Path
+    data: Path | None = None  #: HEST root (default RUN/data)
+    features: Path | None = None  #: FEATS/<encoder> (default RUN/features/<the model's encoder>)
+    model: Path | None = None  #: model folder (default RUN/model)
+    embeddings: Path | None = None  #: embeddings from `spade-st embed` (default RUN/embeddings)
+    progress: bool = True
+
+    def resolved(self) -> ReportConfig:
+        run = Path(self.run)
+        return ReportConfig(
+            run=run,
+            data=Path(self.data) if self.data else run / "data",
+            features=Path(self.features) if self.features else None,
+            model=Path(self.model) if self.model else run / "model",
+            embeddings=Path(self.embeddings) if self.embeddings else run / "embeddings",
+            progress=self.progress,
+        )
+
+
+def _spade_adata(samples, emb_dir: Path, feat_dir: Path | None):
+    """All embedded spots as one AnnData (obsm X_spade, spade_expert_weights, raw features when all present)."""
+    import anndata as ad
+
+    from ..encoders.features import read_features
     from ..eval.gene_folds import load_section, rows_in_order
 
-    held = load_section(s, emb_dir / f"{show}.h5", targets=())  # the sample's spots in embedding-file order
-    xy = held.adata.obsm["spatial"] / scale
-    spot_px = max(3.0, 55.0 / s.pixel_size_um / scale * 0.5)
-    p = fig_dir / "routing_map.png"
-    routing_map(thumb, xy, w, spot_px=spot_px, title=f"{show}: dominant expert (opacity = weight)", save=p)
-    figs["Routing map: dominant expert per spot"] = p
-    # UMAP of all SPADE embeddings
-    z, raw, expert, organ, label, sample = [], [], [], [], [], []
-    feat_dir = run / "features" / model.config.encoder
+    parts = []
     for sid, smp in samples.items():
         f = emb_dir / f"{sid}.h5"
         if not f.is_file():
             continue
         e, sec = read_features(f), load_section(smp, f, targets=())  # sec: spots in the file's row order
-        z.append(e.features)
-        expert.append(e.arrays["expert_weights"].argmax(1))
-        organ += [smp.organ] * len(e)
-        sample += [sid] * len(e)
-        label += list(sec.adata.obs["label"].astype(str)) if "label" in sec.adata.obs else ["NA"] * len(e)
-        if raw is not None and (feat_dir / f"{sid}.h5").is_file():
-            raw.append(rows_in_order(read_features(feat_dir / f"{sid}.h5"), sec.barcodes, f"features of {sid}"))
-        else:
-            raw = None
-    z, expert = np.concatenate(z), np.concatenate(expert)
+        a = ad.AnnData(obs=sec.adata.obs[[c for c in ("label",) if c in sec.adata.obs]].astype(str).copy())
+        a.obs_names = [f"{sid}:{b}" for b in sec.barcodes]
+        a.obs["sample"], a.obs["organ"] = sid, smp.organ
+        a.obsm["X_spade"] = e.features
+        a.obsm["spade_expert_weights"] = e.arrays["expert_weights"]
+        raw = feat_dir / f"{sid}.h5" if feat_dir is not None else None
+        if raw is not None and raw.is_file():
+            a.obsm["X_raw"] = rows_in_order(read_features(raw), sec.barcodes, f"features of {sid}")
+        parts.append(a)
+    return ad.concat(parts, merge="same") if parts else None
+
+
+def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], list[str]]:
+    """Draw every figure the run's files allow; returns ({title: png path}, [what was skipped and why])."""
+    from ..encoders.features import read_features
+    from ..experts.model import SpadeModel
+    from ..io import read_hest
+    from ..train.splits import held_out
+    from . import embedding, gene_maps, routing_map
+    from .curves import clustering_qc, fewshot_curves
+
+    cfg = cfg.resolved()
+    figs: dict[str, Path] = {}
+    skipped: list[str] = []
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    if not (cfg.model / "config.json").is_file():
+        return figs, [f"every model figure: no model at {cfg.model} (pass --model)"]
+    if not cfg.embeddings.is_dir():
+        return figs, [f"every embedding figure: no embeddings folder {cfg.embeddings} (pass --embeddings)"]
+    if not cfg.data.is_dir():
+        return figs, [f"every tissue figure: no data root {cfg.data} (pass --data)"]
+    model = SpadeModel.from_pretrained(cfg.model)
+    split = model.config.split
+    feat_dir = cfg.features or cfg.run / "features" / model.config.encoder
+    samples = {s.id: s for s in read_hest(cfg.data)}
+    show = next((i for i in held_out(split) if (cfg.embeddings / f"{i}.h5").is_file()), split["train"][0])
+    s = samples[show]
+    with s.wsi() as slide:
+        thumb = slide.get_thumbnail(900)
+        scale = slide.dimensions[0] / thumb.shape[1]
+    spot = 55.0 / s.pixel_size_um  # spot diameter (µm) in level-0 px
+    allspots = _spade_adata(samples, cfg.embeddings, feat_dir)
+    one = allspots[allspots.obs["sample"] == show].copy()
+    one.obsm["spatial"] = np.asarray(s.adata[[n.split(":", 1)[1] for n in one.obs_names]].obsm["spatial"])
+    p = fig_dir / "routing_map.png"
+    routing_map(
+        one, img=thumb, scale=scale, spot_size=spot, title=f"{show}: dominant expert (opacity = weight)", save=p
+    )
+    figs["Routing map: dominant expert per spot"] = p
     from ..eval.islands import expert_islands
-    from .embedding import umap_coords
 
-    isl = expert_islands(z, expert)["silhouette_by_expert"]
-    note = f"silhouette by expert {isl:.2f}"
-    if raw is not None and len(np.concatenate(raw)) == len(z):
-        note += f"; raw features {expert_islands(np.concatenate(raw), expert)['silhouette_by_expert']:.2f}"
-    uc = umap_coords(z)
-    for key, col in (("expert", expert), ("sample", sample), ("organ", organ), ("label", label)):
-        if key == "organ" and len(set(organ)) < 2:
-            continue  # one organ: nothing to colour
+    expert = allspots.obsm["spade_expert_weights"].argmax(1)
+    note = f"silhouette by expert {expert_islands(allspots.obsm['X_spade'], expert)['silhouette_by_expert']:.2f}"
+    if "X_raw" in allspots.obsm:
+        note += f"; raw features {expert_islands(allspots.obsm['X_raw'], expert)['silhouette_by_expert']:.2f}"
+    else:
+        skipped.append(f"raw-feature island number: no features for every sample in {feat_dir} (pass --features)")
+    for key in ("expert", "sample", "organ", "label"):
+        if key == "organ" and allspots.obs["organ"].nunique() < 2:
+            skipped.append("UMAP by organ: one organ")
+            continue
+        if key == "label" and "label" not in allspots.obs:
+            skipped.append("UMAP by label: no sample has pathologist labels (obs['label'])")
+            continue
         p = fig_dir / f"umap_{key}.png"
-        umap(
-            z,
-            [f"expert {c}" if key == "expert" else c for c in col],
-            title=f"SPADE embeddings by {key}" + (f"\n({note})" if key == "expert" else ""),
-            coords=uc,
-            save=p,
-        )
+        title = f"SPADE embeddings by {key}" + (f"\n({note})" if key == "expert" else "")
+        embedding(allspots, "X_spade", key, title=title, save=p)
         figs[f"UMAP coloured by {key}" + (f" ({note})" if key == "expert" else "")] = p
-    # measured vs predicted genes on the shown sample (ridge from SPADE embeddings, trained on train samples)
-    panel = model.gene_panel()
-    tr = [i for i in split.get("train", []) if (emb_dir / f"{i}.h5").is_file()]
-    if tr and show not in tr:
-        from sklearn.linear_model import RidgeCV
+    if model.predictor is None:
+        skipped.append(f"measured vs predicted expression: {cfg.model} has no expression head (spade-st fit-predictor)")
+    elif show in split.get("train", []):
+        skipped.append("measured vs predicted expression: every embedded sample was a training sample")
+    else:
+        import anndata as ad
 
-        secs = [load_section(samples[i], emb_dir / f"{i}.h5", targets=()) for i in tr]  # rows matched by barcode
-        xtr = np.concatenate([sec.features for sec in secs])
-        ytr = np.concatenate([panel.transform(sec.adata) for sec in secs])
-        yte = panel.transform(held.adata)
-        pred = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(xtr, ytr).predict(held.features)
-        var = yte.var(0)
-        top = list(np.argsort(-var)[:3])
+        from ..eval.gene_folds import rows_in_order
+
+        held = s.adata[[n.split(":", 1)[1] for n in one.obs_names]]
+        x = rows_in_order(read_features(cfg.embeddings / f"{show}.h5"), np.asarray(held.obs_names), "embeddings")
+        pred = model.predictor.predict(x)
+        var = pred.var(0)
+        top = [model.predictor.genes[j] for j in np.argsort(-var)[:3]]
+        pa = ad.AnnData(pred[:, [model.predictor.genes.index(g) for g in top]])
+        pa.obs_names, pa.var_names = held.obs_names, top
+        pa.obsm["spatial"] = np.asarray(held.obsm["spatial"])
         p = fig_dir / "gene_maps.png"
-        gene_maps(thumb, xy, yte[:, top], pred[:, top], [panel.genes[j] for j in top], spot_px=spot_px, save=p)
-        figs[f"Measured vs predicted expression ({show}, held out)"] = p
-    qc_path = model_dir / "clustering_qc.csv"
+        gene_maps(held, pa, top, img=thumb, scale=scale, spot_size=spot, save=p)
+        figs[f"Measured vs predicted expression ({show}, held out; the model's expression head)"] = p
+    qc_path = cfg.model / "clustering_qc.csv"
     if qc_path.is_file():
-        ck = pd.read_csv(model_dir / "choose_k.csv") if (model_dir / "choose_k.csv").is_file() else None
+        ck = pd.read_csv(cfg.model / "choose_k.csv") if (cfg.model / "choose_k.csv").is_file() else None
         p = fig_dir / "clustering_qc.png"
         clustering_qc(ck, pd.read_csv(qc_path), save=p)
         figs["Clustering QC"] = p
-    fs = run / "results" / "fewshot.csv"
+    else:
+        skipped.append(f"clustering QC: no {qc_path}")
+    fs = cfg.run / "results" / "fewshot.csv"
     if fs.is_file():
         p = fig_dir / "fewshot_curves.png"
         fewshot_curves(pd.read_csv(fs), save=p, title="few-shot region classification (held-out samples)")
         figs["Few-shot curves (mean, 95% CI)"] = p
-    return figs
+    else:
+        skipped.append(f"few-shot curves: no {fs}")
+    return figs, skipped
 
 
 def _img_tag(path: Path) -> str:
@@ -137,21 +182,53 @@ def _img_tag(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def write_report(run: Path | str) -> Path:
-    """Write ``RUN/report.html`` (self-contained) and ``RUN/report.md``; returns the HTML path."""
-    run = Path(run)
+def _header(cfg: ReportConfig) -> list[str]:
+    """What data the run used and how it was split, one line each."""
+    from ..io.layout import read_metadata
+
+    lines = []
+    try:
+        table = read_metadata(cfg.data)
+        titles = sorted({str(t) for t in table.get("dataset_title", pd.Series(dtype=str)).dropna()})
+        kind = "synthetic" if any("synthetic" in t.lower() for t in titles) else "real"
+        lines.append(f"Data: {cfg.data} ({kind}; {len(table)} samples; {', '.join(titles) or 'no dataset title'})")
+    except (FileNotFoundError, ValueError):
+        lines.append(f"Data: {cfg.data} (not readable)")
+    cfg_path = cfg.model / "config.json"
+    if cfg_path.is_file():
+        split = json.loads(cfg_path.read_text()).get("split", {})
+        lines.append(
+            f"Split: trained on {', '.join(split.get('train', [])) or '-'}; validated on "
+            f"{', '.join(split.get('val', [])) or '-'}; spatial validation blocks of "
+            f"{', '.join(split.get('val_blocks', [])) or '-'}; excluded {', '.join(split.get('excluded', [])) or '-'}"
+        )
+    return lines
+
+
+def write_report(run) -> Path:
+    """Write ``RUN/report.html`` (self-contained) and ``RUN/report.md``; returns the HTML path.
+
+    ``run``: the run folder, or a :class:`ReportConfig` naming where its parts are. What was drawn and what was
+    skipped (and why) is printed and listed in the report.
+    """
+    cfg = (run if isinstance(run, ReportConfig) else ReportConfig(run=Path(run))).resolved()
+    run = cfg.run
     if not run.is_dir():
         msg = f"run folder {run} does not exist"
         raise FileNotFoundError(msg)
-    figs = make_figures(run, run / "figures")
+    figs, skipped = make_figures(cfg, run / "figures")
+    header = _header(cfg)
+    if cfg.progress:
+        for t in figs:
+            print(f"report: drew {t}", file=sys.stderr)
+        for t in skipped:
+            print(f"report: skipped {t}", file=sys.stderr)
     tables = (
         {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted((run / "results").glob("*.csv"))}
         if (run / "results").is_dir()
         else {}
     )
-    config = (
-        json.loads((run / "model" / "config.json").read_text()) if (run / "model" / "config.json").is_file() else {}
-    )
+    config = json.loads((cfg.model / "config.json").read_text()) if (cfg.model / "config.json").is_file() else {}
     config.pop("genes", None)
     vers = _versions()
     when = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -162,8 +239,9 @@ def write_report(run: Path | str) -> Path:
         "td,th{border:1px solid #ccc;padding:3px 6px}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
         "</head><body>",
         f"<h1>spade-st report</h1><p>{html.escape(str(run))} &middot; {when}</p>",
+        *[f"<p>{html.escape(h)}</p>" for h in header],
     ]
-    md = ["# spade-st report", "", f"{run} · {when}", ""]
+    md = ["# spade-st report", "", f"{run} · {when}", "", *[f"{h}  " for h in header], ""]
     for title, p in figs.items():
         parts += [f"<h2>{html.escape(title)}</h2>", _img_tag(p)]
         md += [f"## {title}", "", f"![{title}]({p.relative_to(run).as_posix()})", ""]
@@ -172,6 +250,9 @@ def write_report(run: Path | str) -> Path:
         from ..eval.stats import to_markdown
 
         md += [f"## {name}", "", to_markdown(df), ""]
+    if skipped:
+        parts += ["<h2>Not drawn</h2><ul>", *[f"<li>{html.escape(t)}</li>" for t in skipped], "</ul>"]
+        md += ["## Not drawn", "", *[f"- {t}" for t in skipped], ""]
     parts += [
         "<h2>Model configuration</h2>",
         f"<pre>{html.escape(json.dumps(config, indent=1))}</pre>",

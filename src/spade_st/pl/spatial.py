@@ -1,82 +1,179 @@
-"""Pictures on the tissue: routing maps, measured vs predicted genes, ABMIL attention heatmaps."""
+"""Pictures on the tissue, from AnnData: expression (measured or predicted), measured vs predicted, routing.
+
+Coordinates are ``obsm['spatial']`` in level-0 pixels; ``img`` is an RGB thumbnail and ``scale`` the level-0
+pixels per thumbnail pixel (``spade_st.io.open_wsi(path).get_thumbnail()`` and ``dimensions[0] / width``).
+Spots are drawn as discs of their real size (``spot_size``, level-0 px; default: 0.9 x the nearest-neighbour
+spacing), tiles as squares (``tile_size``). Every panel has its own colour scale and colour bar.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._util import categorical_colors, finish, get_ax, plt
+from .. import _keys as K
+from .._validation import SpadeInputError
+from ._util import categorical_colors, finish, get_ax, plt, robust_limits
+
+UNIT = "log1p(counts per 10k)"
 
 
-def routing_map(
-    thumb: np.ndarray, xy: np.ndarray, weights: np.ndarray, spot_px: float = 8, title: str = "", ax=None, save=None
+def _xy(adata, scale: float) -> np.ndarray:
+    if K.SPATIAL not in adata.obsm:
+        msg = "the AnnData has no obsm['spatial'] (spot or tile centres in level-0 pixels)"
+        raise SpadeInputError(msg)
+    return np.asarray(adata.obsm[K.SPATIAL], float)[:, :2] / float(scale)
+
+
+def _spacing(xy: np.ndarray) -> float:
+    if len(xy) < 2:
+        return 10.0
+    from scipy.spatial import cKDTree
+
+    d = cKDTree(xy).query(xy, k=2)[0][:, 1]
+    return float(np.median(d[d > 0])) if (d > 0).any() else 10.0
+
+
+def _canvas(ax, img, xy, pad: float):
+    if img is not None:
+        ax.imshow(img, alpha=0.55)
+    ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)  # the tissue, not the whole slide
+    ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)
+    ax.set_aspect("equal")
+
+
+def draw_values(ax, xy, values, img=None, size: float | None = None, square: bool = False, cmap="viridis", **kw):
+    """Values at ``xy`` (thumbnail px) as discs (or squares) of ``size`` px, own colour scale; returns the artist."""
+    from matplotlib.collections import EllipseCollection, PolyCollection
+
+    size = size or 0.9 * _spacing(xy)
+    _canvas(ax, img, xy, size)
+    vmin, vmax = kw.pop("clim", None) or robust_limits(values)
+    if square:
+        h = size / 2
+        verts = [[(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)] for x, y in xy]
+        art = PolyCollection(verts, cmap=cmap, linewidths=0, alpha=0.85)
+    else:
+        n = len(xy)
+        art = EllipseCollection(
+            np.full(n, size), np.full(n, size), np.zeros(n), units="xy", offsets=xy, offset_transform=ax.transData
+        )
+        art.set_cmap(cmap)
+        art.set_linewidth(0)
+    art.set_array(np.asarray(values, float))
+    art.set_clim(vmin, vmax)
+    ax.add_collection(art)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return art
+
+
+def _values(adata, key: str) -> tuple[np.ndarray, str]:
+    if key in adata.var_names:
+        col = adata[:, key].X
+        return np.asarray(col.toarray() if hasattr(col, "toarray") else col, float).ravel(), UNIT
+    if key in adata.obs:
+        return np.asarray(adata.obs[key], float), key
+    msg = f"{key!r} is neither a gene (var_names) nor an obs column of the AnnData"
+    raise SpadeInputError(msg)
+
+
+def spatial(
+    adata,
+    color,
+    *,
+    img=None,
+    scale: float = 1.0,
+    spot_size: float | None = None,
+    tile_size: float | None = None,
+    ncols: int = 3,
+    title: str | None = None,
+    cmap: str = "viridis",
+    save=None,
 ):
-    """Dominant expert per spot (colour) and its weight (opacity) over the H&E thumbnail.
+    """One panel per gene or numeric ``obs`` column in ``color`` over the tissue; returns the Figure.
 
-    ``xy`` are spot centres in thumbnail pixels; ``weights`` the (N, E) routing weights.
+    ``tile_size`` (level-0 px) draws square tiles (slides tiled by ``extract-wsi``) instead of spot discs.
     """
+    keys = [color] if isinstance(color, str) else list(color)
+    xy = _xy(adata, scale)
+    size = (tile_size or spot_size) / scale if (tile_size or spot_size) else None
+    n = len(keys)
+    nc = min(ncols, n)
+    nr = -(-n // nc)
+    fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 4.0 * nr), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        vals, unit = _values(adata, key)
+        art = draw_values(ax, xy, vals, img, size, square=tile_size is not None, cmap=cmap)
+        fig.colorbar(art, ax=ax, shrink=0.7, label=unit)
+        ax.set_title(key, fontsize=10)
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return finish(fig, save)
+
+
+def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spot_size=None, save=None):
+    """Measured (top row, log1p CP10k of ``adata``'s counts) and ``predicted`` (bottom row, an AnnData from
+    :func:`spade_st.tl.predict_expression` with the same obs names) expression of ``genes``; each panel has its
+    own colour scale and the predicted panel's title gives Pearson r. Returns the Figure."""
+    from ..genes import expression_target
+    from ..genes.ridge import pearson_per_gene
+
+    genes = list(predicted.var_names[:3] if genes is None else genes)
+    pos = adata.obs_names.get_indexer(predicted.obs_names)
+    if (pos < 0).any():
+        msg = "predicted has rows that are not spots of adata; predict on the same spots (same obs names)"
+        raise SpadeInputError(msg)
+    measured = expression_target(adata, genes)[pos]
+    pred = np.stack([_values(predicted, g)[0] for g in genes], 1)
+    r = pearson_per_gene(pred, measured)
+    xy = _xy(predicted if K.SPATIAL in predicted.obsm else adata[pos], scale)
+    size = spot_size / scale if spot_size else None
+    fig, axes = plt.subplots(2, len(genes), figsize=(3.6 * len(genes), 6.6), squeeze=False)
+    for j, g in enumerate(genes):
+        for row, (vals, lab) in enumerate(((measured[:, j], "measured"), (pred[:, j], f"predicted, r = {r[j]:.2f}"))):
+            art = draw_values(axes[row, j], xy, vals, img, size, cmap="magma")
+            fig.colorbar(art, ax=axes[row, j], shrink=0.7, label=UNIT)
+            axes[row, j].set_title(f"{g} ({lab})", fontsize=9)
+    return finish(fig, save)
+
+
+def routing_map(adata, *, img=None, scale: float = 1.0, spot_size=None, title: str = "", ax=None, save=None):
+    """Dominant expert per spot (colour) and its weight (opacity) from ``obsm['spade_expert_weights']``
+    (written by :func:`spade_st.tl.embed`); returns the Axes."""
+    key = "spade_expert_weights"
+    if key not in adata.obsm:
+        msg = f"the AnnData has no obsm[{key!r}]; run spade_st.tl.embed(adata, model) first"
+        raise SpadeInputError(msg)
+    from matplotlib.collections import EllipseCollection
+
+    w = np.asarray(adata.obsm[key])
+    xy = _xy(adata, scale)
+    size = spot_size / scale if spot_size else 0.9 * _spacing(xy)
     fig, ax = get_ax(ax, (6, 6))
-    ax.imshow(thumb)
-    dom = weights.argmax(1)
-    cols = np.array(categorical_colors(weights.shape[1]))[dom]
-    cols[:, 3] = 0.25 + 0.75 * weights.max(1)
-    ax.scatter(xy[:, 0], xy[:, 1], s=spot_px**2, c=cols, linewidths=0)
+    _canvas(ax, img, xy, size)
+    dom = w.argmax(1)
+    palette = categorical_colors(w.shape[1])
+    cols = np.array(palette)[dom]
+    cols[:, 3] = 0.25 + 0.75 * w.max(1)
+    n = len(xy)
+    ax.add_collection(
+        EllipseCollection(
+            np.full(n, size),
+            np.full(n, size),
+            np.zeros(n),
+            units="xy",
+            offsets=xy,
+            offset_transform=ax.transData,
+            facecolors=cols,
+            linewidths=0,
+        )
+    )
     for e in np.unique(dom):
-        ax.scatter([], [], color=categorical_colors(weights.shape[1])[e], label=f"expert {e}")
+        ax.scatter([], [], color=palette[e], label=f"expert {e}")
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7, frameon=False)
     ax.set_axis_off()
     ax.set_title(title or "dominant expert (opacity = weight)")
-    return finish(fig, save)
-
-
-def gene_maps(
-    thumb: np.ndarray,
-    xy: np.ndarray,
-    measured: np.ndarray,
-    predicted: np.ndarray,
-    genes: list[str],
-    spot_px: float = 8,
-    save=None,
-):
-    """Measured (top row) and predicted (bottom row) expression of ``genes`` side by side on the tissue."""
-    n = len(genes)
-    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 6.4), squeeze=False)
-    for j, g in enumerate(genes):
-        lo, hi = np.percentile(measured[:, j], [2, 98])
-        for row, (vals, lab) in enumerate(((measured[:, j], "measured"), (predicted[:, j], "predicted"))):
-            ax = axes[row, j]
-            ax.imshow(thumb, alpha=0.6)
-            sc = ax.scatter(xy[:, 0], xy[:, 1], c=vals, s=spot_px**2, cmap="magma", vmin=lo, vmax=hi, linewidths=0)
-            ax.set_axis_off()
-            ax.set_title(f"{g} ({lab})", fontsize=9)
-        fig.colorbar(sc, ax=axes[:, j], shrink=0.6)
-    return finish(fig, save)
-
-
-def attention_heatmap(
-    thumb: np.ndarray,
-    coords: np.ndarray,
-    attention: np.ndarray,
-    patch_level0: float,
-    scale: float,
-    title: str = "ABMIL attention",
-    ax=None,
-    save=None,
-):
-    """Attention of each tile over the slide thumbnail.
-
-    ``coords`` are level-0 top-left corners (extract-wsi), ``patch_level0`` the tile side in level-0 pixels,
-    ``scale`` = level-0 pixels per thumbnail pixel.
-    """
-    fig, ax = get_ax(ax, (6, 6))
-    ax.imshow(thumb)
-    heat = np.full(thumb.shape[:2], np.nan)
-    a = np.asarray(attention, dtype=float)
-    a = (a - a.min()) / (a.max() - a.min() + 1e-12)
-    side = max(1, round(patch_level0 / scale))
-    for (x, y), v in zip(np.asarray(coords) / scale, a, strict=True):
-        heat[int(y) : int(y) + side, int(x) : int(x) + side] = v
-    im = ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, shrink=0.6, label="attention (min-max)")
-    ax.set_axis_off()
-    ax.set_title(title)
-    return finish(fig, save)
+    finish(fig, save)
+    return ax

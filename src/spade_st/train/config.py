@@ -55,6 +55,8 @@ class PretrainConfig:
     device: str | None = None
     store_dtype: str = "float32"
     progress: bool = True
+    #: fit the expression head (ridge + prototypes, ``predictor.json``) on the training spots at the end
+    predictor: bool = True
 
     def validate(self, require=("data", "features", "out")) -> PretrainConfig:
         """Check the options (and that the paths in ``require`` are set); returns self."""
@@ -88,7 +90,7 @@ class PretrainConfig:
     def training_key(self) -> dict:
         """The settings a checkpoint must share to be resumed (paths, device and progress may change)."""
         d = self.to_dict()
-        for k in ("data", "features", "out", "device", "progress"):
+        for k in ("data", "features", "out", "device", "progress", "predictor"):
             d.pop(k)
         return d
 
@@ -101,9 +103,9 @@ def builtin_configs() -> list[str]:
     return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
 
 
-def load_config(path: Path | str | None = None, **overrides) -> PretrainConfig:
+def load_config(path: Path | str | None = None, require=("data", "features", "out"), **overrides) -> PretrainConfig:
     """A config from a YAML file or a built-in name (``demo``, ``her2st``, ``spade_hest1k_uni``); unknown keys
-    are an error; non-None ``overrides`` are applied on top."""
+    are an error; non-None ``overrides`` are applied on top; the paths in ``require`` must be set."""
     values: dict = {}
     if path is not None:
         p = Path(path)
@@ -118,4 +120,4 @@ def load_config(path: Path | str | None = None, **overrides) -> PretrainConfig:
             raise SpadeInputError(msg)
         values = coerce_fields(PretrainConfig, read_yaml_mapping(p, "config file"), str(p))
     values |= coerce_fields(PretrainConfig, {k: v for k, v in overrides.items() if v is not None}, "option")
-    return PretrainConfig(**values).validate()
+    return PretrainConfig(**values).validate(require)

@@ -52,13 +52,17 @@ def _infer_encoder(features: Path) -> str:
     return str(read_features(files[0]).attrs.get("encoder") or features.name)
 
 
-def prepare(cfg: PretrainConfig):
-    """Split, panel, store and clustering (rank 0 writes; reused when present). Returns the split and panel."""
+def prepare(cfg: PretrainConfig, samples=None):
+    """Split, panel, store and clustering (rank 0 writes; reused when present). Returns the split and panel.
+
+    ``samples``: the training candidates as :class:`~spade_st.io.HestSample` (default: every sample of
+    ``cfg.data``); in-memory samples come from :func:`spade_st.tl.fit`.
+    """
     from ..genes import GenePanel, build_panel
     from ..io import read_hest
 
     out = cfg.out
-    samples = read_hest(cfg.data)
+    samples = read_hest(cfg.data) if samples is None else list(samples)
     split_path = out / "split.json"
     split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
@@ -170,18 +174,21 @@ def _expert_rows(clu, n_experts: int) -> tuple[list[np.ndarray], list[np.ndarray
     return tr, va
 
 
-def pretrain(cfg: PretrainConfig) -> Path:
-    """Run (or resume) pretraining: :func:`prepare` on rank 0, then :func:`train`; returns ``cfg.out``."""
-    cfg = cfg.validate()
+def pretrain(cfg: PretrainConfig, samples=None) -> Path:
+    """Run (or resume) pretraining: :func:`prepare` on rank 0, then :func:`train`; returns ``cfg.out``.
+
+    ``samples``: in-memory samples instead of reading ``cfg.data`` (see :func:`prepare`).
+    """
+    cfg = cfg.validate(require=("features", "out") if samples is not None else ("data", "features", "out"))
     cfg.encoder = cfg.encoder or _infer_encoder(cfg.features)
     info = init_distributed(cfg.device)
     if info.is_main:
-        prepare(cfg)
+        prepare(cfg, samples)
     barrier(info)
-    return train(cfg, info)
+    return train(cfg, info, samples)
 
 
-def train(cfg: PretrainConfig, info=None) -> Path:
+def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
     """Train (or resume training) the experts of a prepared output folder; returns the model folder.
 
     ``cfg.out`` must hold what :func:`prepare` writes: ``split.json``, ``panel.json``, ``store/`` and
@@ -359,5 +366,12 @@ def train(cfg: PretrainConfig, info=None) -> Path:
         }
         model.save_pretrained(cfg.out)
         atomic_write_text(cfg.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
+        if cfg.predictor and (cfg.data is not None or samples is not None) and cfg.features is not None:
+            from .predictor import fit_predictor_from_root
+
+            head = fit_predictor_from_root(
+                model, cfg.data, cfg.features, split.train, progress=cfg.progress, samples=samples
+            )
+            head.save(cfg.out)
     barrier(info)
     return cfg.out

@@ -1,0 +1,19 @@
+"""The notebook layer (scanpy style): AnnData in, results written into it, keyword options.
+
+::
+
+    import spade_st as spade
+    adata = spade.tl.extract(sample)                       # obsm["X_efficientnet_lite0"]
+    model = spade.tl.fit({"C2": a2, "C3": a3}, epochs=20)  # a SpadeModel (with its expression head)
+    spade.tl.embed(adata, model)                           # obsm["X_spade"], obsm["spade_expert_weights"]
+    pred = spade.tl.predict_expression(adata, model)       # a new AnnData: spots x genes
+
+Every function works on in-memory AnnData and never writes into a data root.
+"""
+
+from ._embed import embed, predict_expression
+from ._extract import extract
+from ._fit import fit
+from ._predict import read_features
+
+__all__ = ["embed", "extract", "fit", "predict_expression", "read_features"]
