@@ -32,6 +32,7 @@ _EXPORTS = {
     "ExpressionPredictor": "experts",
     "PretrainConfig": "train.config",
     "pretrain": "train.pretrain",
+    "read_features": "tl._predict",
     "SpadeInputError": "_validation",
     "LayoutError": "_validation",
 }

@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--tau-r", type=float, help="routing temperature (default: the model's)")
     em.add_argument("--device", default="cpu")
     em.add_argument("--data", type=Path, help="HEST root, for --adata")
-    em.add_argument("--adata", action="store_true", help="also put obsm['X_spade'] into ROOT/st/<id>.h5ad")
+    em.add_argument(
+        "--adata", action="store_true", help="also write OUT/<id>.h5ad: the sample's AnnData with obsm['X_spade']"
+    )
     em.add_argument("--overwrite", action="store_true")
     dr = sub.add_parser("doctor", help="check the installation (and a data root); print what to fix")
     dr.add_argument("--data", type=Path)

@@ -56,7 +56,7 @@ def test_spatial_panels_have_their_own_scales(rng):
     fig = pl.spatial(a, ["G1", "G2"])
     axes = [ax for ax in fig.axes if ax.get_title() in ("G1", "G2")]
     arts = [next(c for c in ax.collections if isinstance(c, EllipseCollection)) for ax in axes]
-    (lo1, hi1), (lo2, hi2) = (art.get_clim() for art in arts)
+    (_, hi1), (_, hi2) = (art.get_clim() for art in arts)
     assert hi2 > 10 * hi1  # each panel scaled to its own values
     assert len(fig.axes) == 4  # two panels + two colour bars
     assert all("log1p" in cb.get_ylabel() for cb in fig.axes if cb not in axes)
@@ -92,7 +92,7 @@ def test_routing_map_and_slide_heatmap(tmp_path, rng):
     legend = {t.get_text() for t in ax.get_legend().get_texts()}
     assert legend == {f"expert {e}" for e in np.unique(a.obsm["spade_expert_weights"].argmax(1))}
     _not_blank(tmp_path / "r.png")
-    with pytest.raises(SpadeInputError, match="tl.embed"):
+    with pytest.raises(SpadeInputError, match=r"tl\.embed"):
         pl.routing_map(_grid_adata(rng))
     coords = np.stack(np.meshgrid(np.arange(0, 1400, 224), np.arange(0, 900, 224)), -1).reshape(-1, 2)
     fig = pl.slides.attention_heatmap(np.full((100, 150, 3), 230, np.uint8), coords, rng.random(len(coords)), 224, 10.0)

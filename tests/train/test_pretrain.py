@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,8 +91,13 @@ def test_pretrain_save_reload_embed(feats, tmp_path):
         assert got.features.shape == (40, 256) and got.arrays["expert_weights"].shape == (40, 3)
         np.testing.assert_allclose(got.arrays["expert_weights"].sum(1), 1, rtol=1e-5)
         assert list(got.barcode) == list(fs.barcode)
-        a = read_hest(root, ids=[sid])[0].adata
+        a = ad.read_h5ad(emb / f"{sid}.h5ad")  # a copy beside the embeddings; the data root is not written
         np.testing.assert_array_equal(a.obsm["X_spade"], got.features)
+        assert "X_spade" not in read_hest(root, ids=[sid])[0].adata.obsm
+    # the expression head: ridge weights on the embedding + prototypes, genes = the panel
+    assert model.predictor is not None and model.predictor.weight.shape == (256, len(model.predictor.genes))
+    assert model.predictor.genes == [g for g in cfg.genes if g != LIBRARY_SIZE]
+    assert model.predictor.info["samples"] == sorted(cfg.split["train"])
     # the best epoch per expert is what was saved
     best = load_file(str(out / "checkpoints" / "last.safetensors"))
     final = load_file(str(out / "model.safetensors"))

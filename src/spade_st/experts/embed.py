@@ -28,7 +28,7 @@ class EmbedConfig:
     tau_r: float | None = None
     batch_size: int = 8192
     device: str = "cpu"
-    data: Path | None = None  #: HEST root whose AnnData get obsm["X_spade"] (with adata=True)
+    data: Path | None = None  #: HEST root whose AnnData are copied to OUT/<id>.h5ad with obsm["X_spade"] (adata=True)
     adata: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -44,7 +44,7 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
         msg = f"no feature files in {cfg.features}; run `spade-st extract` first"
         raise FileNotFoundError(msg)
     if cfg.adata and cfg.data is None:
-        msg = "--adata needs --data ROOT (the HEST root whose AnnData receive obsm['X_spade'])"
+        msg = "--adata needs --data ROOT (the HEST root whose samples' AnnData are copied with obsm['X_spade'])"
         raise SpadeInputError(msg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,15 +93,17 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
                 extra={"expert_weights": w},
             )
         if cfg.adata:
-            _put_in_adata(Path(cfg.data), f.stem, dst, model)
+            _put_in_adata(Path(cfg.data), f.stem, dst, model, out / f"{f.stem}.h5ad")
     atomic_write_json(
         out / "embed_config.json", {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()} | expect
     )
     return written
 
 
-def _put_in_adata(root: Path, sid: str, emb_path: Path, model) -> None:
-    """Add ``obsm['X_spade']`` (rows aligned by barcode) to ``root/st/<sid>.h5ad``, atomically."""
+def _put_in_adata(root: Path, sid: str, emb_path: Path, model, dst: Path) -> None:
+    """Write ``dst``: the sample's AnnData with ``obsm['X_spade']`` (rows aligned by barcode), atomically.
+
+    The data root is never written to: its ``st/<sid>.h5ad`` holds the raw data."""
     import anndata as ad
 
     from ..io.layout import Layout
@@ -127,5 +129,5 @@ def _put_in_adata(root: Path, sid: str, emb_path: Path, model) -> None:
             "model_sha256": fs.attrs.get("model_sha256"),
         }
     }
-    with atomic_path(st) as tmp:
+    with atomic_path(dst) as tmp:
         a.write_h5ad(tmp)

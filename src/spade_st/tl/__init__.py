@@ -8,12 +8,12 @@
     spade.tl.embed(adata, model)                           # obsm["X_spade"], obsm["spade_expert_weights"]
     pred = spade.tl.predict_expression(adata, model)       # a new AnnData: spots x genes
 
-Every function works on in-memory AnnData and never writes into a data root.
+Every function works on in-memory AnnData and never writes into a data root. A feature file (ours or
+TRIDENT's) opens as AnnData with ``spade_st.read_features(path)``.
 """
 
 from ._embed import embed, predict_expression
 from ._extract import extract
 from ._fit import fit
-from ._predict import read_features
 
-__all__ = ["embed", "extract", "fit", "predict_expression", "read_features"]
+__all__ = ["embed", "extract", "fit", "predict_expression"]

@@ -1,0 +1,88 @@
+"""``spade-st predict``: expression maps from a model folder alone, on real slides and a held-out her2st section."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import anndata as ad
+import numpy as np
+import pytest
+from PIL import Image
+
+from spade_st.cli import main
+from spade_st.encoders.features import read_features
+
+from conftest import WSI_SMALL, require
+
+
+@pytest.fixture(scope="module")
+def her2st_model(her2st_root, her2st_features, tmp_path_factory):
+    """A model trained on C2 + C3 (C4 of the same patient held out; A1, B4 excluded), copied to a bare folder."""
+    run = tmp_path_factory.mktemp("pred") / "run"
+    args = ["pretrain", "--config", "her2st", "--data", str(her2st_root), "--features", str(her2st_features)]
+    assert main([*args, "--out", str(run), "--exclude", "C4", "A1", "B4", "--epochs", "5", "--device", "cpu"]) == 0
+    bare = run.parent / "model"
+    bare.mkdir()
+    for name in ("model.safetensors", "config.json", "predictor.safetensors", "predictor.json"):
+        shutil.copy(run / name, bare / name)  # no store, no data: predict needs only these
+    return bare
+
+
+def _coloured_share(png) -> float:
+    """Share of pixels with a saturated colour (the viridis map), i.e. not white, grey or the pale H&E."""
+    with Image.open(png) as im:
+        hsv = np.asarray(im.convert("RGB").convert("HSV"), float)
+    return float(((hsv[..., 1] > 120) & (hsv[..., 2] > 60)).mean())
+
+
+def test_predict_held_out_section_prints_pearson(her2st_model, her2st_root, her2st_features, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["predict", "--model", str(her2st_model), "--features", str(her2st_features / "C4.h5")]
+    assert (
+        main([*args, "--wsi", str(her2st_root / "wsis" / "C4.tif"), "--data", str(her2st_root), "--out", str(out)]) == 0
+    )
+    err = capsys.readouterr().err
+    r = float(re.search(r"mean Pearson r vs measured over \d+ genes: (-?[\d.]+)", err).group(1))
+    assert r > 0.02  # above chance on a held-out section of the same patient
+    pred = ad.read_h5ad(out / "C4.h5ad")
+    fs = read_features(her2st_features / "C4.h5")
+    assert list(pred.obs_names) == list(fs.barcode)  # spots named by barcode
+    assert pred.n_vars == len(ad.read_h5ad(out / "C4.h5ad").var_names) and np.isfinite(pred.X).all()
+    assert _coloured_share(out / "C4_expression.png") > 0.05
+
+
+def test_predict_whole_slides_from_model_folder(her2st_model, tmp_path, capsys):
+    slides = [require(WSI_SMALL / "cmu-1-small-region.svs"), WSI_SMALL / "tcga-cr-7395-01a-01-ts1.svs"]
+    feats = tmp_path / "wf"
+    ew = ["extract-wsi", "--wsi", str(slides[0]), "--wsi", str(slides[1]), "--pixel-size-um", "0.5"]
+    assert main([*ew, "--out", str(feats), "--device", "cpu"]) == 0
+    files = sorted((feats / "efficientnet_lite0").glob("*.h5"))
+    out = tmp_path / "out"
+    head = json.loads((her2st_model / "predictor.json").read_text())["genes"]
+    genes = [head[0].lower(), head[1]]  # matched case-insensitively
+    args = ["predict", "--model", str(her2st_model), "--features", *map(str, files), "--wsi", *map(str, slides)]
+    assert main([*args, "--pixel-size-um", "0.5", "--genes", *genes, "--out", str(out)]) == 0
+    for f in files:
+        pred = ad.read_h5ad(out / f"{f.stem}.h5ad")
+        n = len(read_features(f))
+        assert pred.shape == (n, 2) and list(pred.var_names) == head[:2]
+        assert pred.obs_names[0] == "tile_0" and pred.obsm["spatial"].shape == (n, 2)  # every tissue tile
+        assert np.asarray(pred.X).std(0).min() > 0  # the tiles differ
+        assert _coloured_share(out / f"{f.stem}_expression.png") > 0.05, f.stem
+
+
+def test_model_without_head_says_how_to_add_one(her2st_model, her2st_root, her2st_features, tmp_path, capsys):
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(her2st_model / name, old / name)
+    args = ["predict", "--model", str(old), "--features", str(her2st_features / "C4.h5"), "--out", str(tmp_path / "o")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "no expression head" in err and "spade-st fit-predictor" in err and not (tmp_path / "o").exists()
+    fp = ["fit-predictor", "--model", str(old), "--data", str(her2st_root), "--features", str(her2st_features)]
+    assert main([*fp, "--genes", "ERBB2", "KRT19"]) == 0
+    assert main(args) == 0
+    assert list(ad.read_h5ad(tmp_path / "o" / "C4.h5ad").var_names) == ["ERBB2", "KRT19"]
