@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anndata as ad
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # a script writes files; in a notebook leave this out
 
@@ -54,7 +55,8 @@ def main(argv=None) -> dict:
     with samples[held].wsi() as slide:
         thumb = slide.get_thumbnail(900)
         scale = slide.dimensions[0] / thumb.shape[1]
-    genes = list(pred.var_names[pred.X.var(0).argsort()[::-1][:3]])
+    train_expr = np.concatenate([spade.genes.expression_target(adatas[sid], list(pred.var_names)) for sid in train])
+    genes = list(pred.var_names[train_expr.var(0).argsort()[::-1][:3]])  # most variable in the training sections
     fig = spade.pl.gene_maps(
         samples[held].adata, pred, genes, img=thumb, scale=scale, save=args.out / f"{held}_genes.png"
     )

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .. import __version__
 from .. import _keys as K
@@ -105,7 +105,7 @@ def extract(cfg: ExtractConfig) -> list[Path]:
     bar = tqdm(
         total=total,
         unit="patch",
-        desc=f"extract {cfg.encoder} [rank {info.rank}]",
+        desc=f"extract {cfg.encoder}" + (f" [rank {info.rank}]" if info.world_size > 1 else ""),
         disable=not cfg.progress or total == 0,
     )
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .. import __version__
 from .. import _keys as K

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .. import __version__
 from .. import _keys as K

@@ -151,8 +151,11 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         held = s.adata[[n.split(":", 1)[1] for n in one.obs_names]]
         x = rows_in_order(read_features(cfg.embeddings / f"{show}.h5"), np.asarray(held.obs_names), "embeddings")
         pred = model.predictor.predict(x)
-        var = pred.var(0)
-        top = [model.predictor.genes[j] for j in np.argsort(-var)[:3]]
+        from ..genes import expression_target
+
+        trained = [samples[i].adata for i in split.get("train", []) if i in samples]
+        var = np.concatenate([expression_target(a, model.predictor.genes) for a in trained]).var(0)
+        top = [model.predictor.genes[j] for j in np.argsort(-var)[:3]]  # most variable in the training samples
         pa = ad.AnnData(pred[:, [model.predictor.genes.index(g) for g in top]])
         pa.obs_names, pa.var_names = held.obs_names, top
         pa.obsm["spatial"] = np.asarray(held.obsm["spatial"])

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .. import _keys as K
 from .._validation import SpadeInputError

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .._validation import SpadeInputError
 from ..experts.predictor import ExpressionPredictor

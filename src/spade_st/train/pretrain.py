@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .. import __version__
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -349,7 +349,11 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
         state["epoch"] = epoch + 1
         if info.is_main:
             save_checkpoint(ckpt_dir, model, opt, state, chash)
-            bar.set_postfix_str(" ".join(f"{x:.2f}" for x in (val if not np.isnan(val).all() else tr_loss)))
+            kind, shown = ("val", val) if not np.isnan(val).all() else ("train", tr_loss)
+            bar.set_postfix_str(
+                f"{kind} loss per expert: mean {np.nanmean(shown):.2f}, min {np.nanmin(shown):.2f}, "
+                f"max {np.nanmax(shown):.2f}"
+            )
         barrier(info)
     bar.close()
     if info.is_main:

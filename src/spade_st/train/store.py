@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .._progress import progress as tqdm
 
 from .._atomic import atomic_write_json, atomic_write_text
 from .._validation import SpadeInputError
