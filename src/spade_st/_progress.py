@@ -25,7 +25,7 @@ class _LineBar(_tqdm):
         kwargs["leave"] = True
         super().__init__(*args, **kwargs)
 
-    def display(self, msg=None, pos=None):  # noqa: ARG002 - tqdm's signature
+    def display(self, msg=None, pos=None):
         now = time.monotonic()
         done = self.total is not None and self.n >= self.total
         if not done and self._last_line and now - self._last_line < LOG_INTERVAL:

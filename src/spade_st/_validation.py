@@ -17,6 +17,11 @@ class SpadeInputError(ValueError):
     """Bad user input: a file, a value or a combination that spade-st cannot use as given."""
 
 
+class DataWarning(UserWarning):
+    """Input that works but is probably not what the user meant (upsampled patches, a dropped share of spots,
+    an expert made of one section); the message says what to check."""
+
+
 class LayoutError(SpadeInputError):
     """A HEST-layout root is incomplete or inconsistent; the message lists every problem."""
 

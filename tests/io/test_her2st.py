@@ -113,3 +113,20 @@ def test_existing_id_refused_then_overwritten(her2st_root, tmp_path, capsys):
     assert (root / "st" / "C3.h5ad").read_bytes() == before
     assert main([*her2st_args("C3", root), "--overwrite"]) == 0
     assert [s.id for s in read_hest(root)] == list(HER2ST_SECTIONS)
+
+
+def test_quiet_data_problems_warn(tmp_path, capsys):
+    """A1's image is 3.185 µm/px: its 0.5 µm/px patches are upsampled 6.4x; a spot table of another section
+    (here: the first 40 selected spots only) drops most count rows. Both are said, in one line each."""
+    import pandas as pd
+
+    from spade_st._validation import DataWarning
+
+    with pytest.warns(DataWarning, match=r"upsampled 6\.4x"):
+        assert main(her2st_args("A1", tmp_path / "a")) == 0
+    spots = pd.read_csv(HER2ST / "spots" / "C2_selection.tsv", sep="\t")
+    spots.head(40).to_csv(tmp_path / "few.tsv", sep="\t", index=False)
+    args = her2st_args("C2", tmp_path / "c")
+    args[args.index("--spots") + 1] = str(tmp_path / "few.tsv")
+    with pytest.warns(DataWarning, match=r"only \d+ of 187 count rows"):
+        assert main(args) == 0

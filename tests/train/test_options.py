@@ -161,3 +161,29 @@ def test_reconstruction_term_is_the_shared_decoders_mse():
     got.sum().backward()
     assert m.decoder_w.grad is not None and m.decoder_w.shape[0] == 1  # one decoder, shared by the experts
     assert not hasattr(_model(), "decoder_w")  # off by default (the paper)
+
+
+def test_expert_made_of_one_section_warns(tmp_path):
+    """Two sections whose features do not overlap (a scanner or staining shift): every expert holds one section's
+    spots, which is said with the share, and saved in clustering_qc.csv."""
+    import anndata as ad
+    import pandas as pd
+    import pytest
+
+    import spade_st as spade
+    from spade_st._validation import DataWarning
+
+    rng = np.random.default_rng(0)
+    adatas = {}
+    for i, shift in enumerate((0.0, 50.0)):
+        a = ad.AnnData(rng.poisson(3, size=(80, 30)).astype(np.float32))
+        a.var_names = [f"G{j}" for j in range(30)]
+        a.obs_names = [f"s{i}_{j}" for j in range(80)]
+        a.obsm["spatial"] = rng.uniform(0, 1000, size=(80, 2))
+        a.obsm["X_random_cnn"] = (rng.normal(size=(80, 64)) + shift).astype(np.float32)
+        adatas[f"S{i}"] = a
+    opts = {"epochs": 1, "k1": 2, "experts": 2, "batch_size": 16, "device": "cpu", "progress": False}
+    with pytest.warns(DataWarning, match=r"100% of its \d+ training spots come from sample S"):
+        spade.tl.fit(adatas, config="demo", out=tmp_path, n_top_genes=10, **opts)
+    qc = pd.read_csv(tmp_path / "clustering_qc.csv")
+    assert (qc["largest_sample_share"] == 1.0).all() and set(qc["largest_sample"]) == {"S0", "S1"}

@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from .._progress import progress as tqdm
 
 from .. import __version__
 from .. import _keys as K
 from .._atomic import TMP_PREFIX, atomic_write_json
+from .._progress import progress as tqdm
 from ._dist import barrier, default_device, init_distributed, shard
 from .features import FeatureSet, is_finished, write_features
 from .registry import create_encoder

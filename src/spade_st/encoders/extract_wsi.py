@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from .._progress import progress as tqdm
 
 from .. import __version__
 from .._keys import PATCH_PIXEL_SIZE_UM, PATCH_SIZE
+from .._progress import progress as tqdm
 from ._dist import barrier, default_device, init_distributed, shard
 from .features import FeatureSet, is_finished, write_features
 from .registry import create_encoder

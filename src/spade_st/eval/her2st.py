@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .._progress import progress as tqdm
 
 from .._atomic import atomic_write_text
+from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 from ._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 from .fewshot import DEFAULT_K, few_shot

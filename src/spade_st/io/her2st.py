@@ -7,6 +7,7 @@ labels ``S_labeled_coordinates.tsv`` (``x y ... label``, joined on rounded ``x``
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
-from .._validation import SpadeInputError, require_file
+from .._validation import DataWarning, SpadeInputError, require_file
 from .writer import SampleMeta, write_sample
 from .wsi import read_image
 
@@ -68,6 +69,13 @@ def read_her2st(cfg: Her2stConfig):
             f"{list(counts.index[:2])}, spots like {list(spots.index[:2])}); are they the same section?"
         )
         raise SpadeInputError(msg)
+    if len(keep) < 0.9 * len(counts):
+        warnings.warn(
+            f"{cfg.sample_id}: only {len(keep)} of {len(counts)} count rows ({len(keep) / len(counts):.0%}) are selected "
+            f"spots of {cfg.spots.name}; the rest are dropped. Are the counts and the spot table of the same section?",
+            DataWarning,
+            stacklevel=2,
+        )
     x = counts.loc[keep]
     non_numeric = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c])]
     if non_numeric:

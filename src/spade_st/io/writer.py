@@ -10,18 +10,26 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.sparse as sp
-from .._progress import progress as tqdm
 
 from .. import __version__
 from .. import _keys as K
 from .._atomic import TMP_PREFIX, atomic_write_json
-from .._validation import SpadeInputError, check_pixel_size, check_raw_counts, check_sample_id, check_unique
+from .._progress import progress as tqdm
+from .._validation import (
+    DataWarning,
+    SpadeInputError,
+    check_pixel_size,
+    check_raw_counts,
+    check_sample_id,
+    check_unique,
+)
 from .layout import Layout, read_metadata, remove_metadata_row, upsert_metadata_row
 from .patches import iter_patches, patch_coords, spots_outside
 from .tiff import write_pyramidal_tiff
@@ -95,6 +103,14 @@ def write_sample(
     """
     sid = check_sample_id(sample_id)
     px = check_pixel_size(pixel_size_um, f"sample {sid}")
+    if px / K.PATCH_PIXEL_SIZE_UM > 2:
+        warnings.warn(
+            f"sample {sid}: the image has {px:g} µm/px, so its {K.PATCH_PIXEL_SIZE_UM} µm/px patches are upsampled "
+            f"{px / K.PATCH_PIXEL_SIZE_UM:.1f}x and carry less detail than the encoder expects; use the "
+            "full-resolution H&E if there is one",
+            DataWarning,
+            stacklevel=2,
+        )
     meta = meta or SampleMeta()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

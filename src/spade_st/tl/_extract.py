@@ -6,9 +6,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from .._progress import progress as tqdm
 
 from .. import _keys as K
+from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 
 VISIUM_SPOT_UM = 55.0  #: Visium spot diameter, for images that carry only scanpy's scale factors

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from .._progress import progress as tqdm
 
+from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 from ..experts.predictor import ExpressionPredictor
 from ..genes import LIBRARY_SIZE, canonical, expression_target

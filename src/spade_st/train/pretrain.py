@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from .._progress import progress as tqdm
 
 from .. import __version__
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
 from .._fault import maybe_die
-from .._validation import SpadeInputError
+from .._progress import progress as tqdm
+from .._validation import DataWarning, SpadeInputError
 from ..encoders._dist import barrier, default_device, init_distributed
 from ..experts.clustering import TwoStageClustering
 from ..experts.model import SpadeConfig, SpadeModel
@@ -42,13 +43,27 @@ from .splits import Split, make_split
 from .store import RowSubset, build_store, open_store
 
 
+def check_features_dir(features: Path) -> list[Path]:
+    """The feature files of ``features``; a missing folder, or the parent FEATS folder, is a clear error."""
+    features = Path(features)
+    files = sorted(features.glob("*.h5"))
+    if files:
+        return files
+    inner = sorted(d.name for d in features.glob("*/") if any(d.glob("*.h5"))) if features.is_dir() else []
+    if inner:
+        msg = (
+            f"{features} holds one folder per encoder ({', '.join(inner)}), not feature files; "
+            f"pass --features {features / inner[0]}"
+        )
+    else:
+        msg = f"no feature files in {features}; run `spade-st extract` and pass --features FEATS/<encoder>"
+    raise FileNotFoundError(msg)
+
+
 def _infer_encoder(features: Path) -> str:
     from ..encoders.features import read_features
 
-    files = sorted(features.glob("*.h5"))
-    if not files:
-        msg = f"no feature files in {features}; run `spade-st extract` and pass --features FEATS/<encoder>"
-        raise FileNotFoundError(msg)
+    files = check_features_dir(features)
     return str(read_features(files[0]).attrs.get("encoder") or features.name)
 
 
@@ -153,7 +168,22 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
     if clu.sizing_ and cfg.progress:
         print(f"clustering: {clu.sizing_}", file=sys.stderr)
     val_exp = clu.predict(RowSubset(store.features, va)) if len(va) else np.zeros(0, int)
-    atomic_write_text(cfg.out / "clustering_qc.csv", clu.qc_table(groups[tr]).to_csv(index=False))
+    qc = clu.qc_table(groups[tr])
+    sample_of = store.index["sample"].to_numpy()[tr]
+    for e in range(clu.n_experts_):
+        mine = sample_of[clu.experts_ == e]
+        if not len(mine):
+            continue
+        top, n = pd.Series(mine).value_counts().index[0], pd.Series(mine).value_counts().iloc[0]
+        qc.loc[qc["expert"] == e, ["largest_sample", "largest_sample_share"]] = [str(top), n / len(mine)]
+        if n / len(mine) > 0.9 and len(set(sample_of)) > 1:
+            warnings.warn(
+                f"expert {e}: {n / len(mine):.0%} of its {len(mine)} training spots come from sample {top}; it may "
+                "tell that section apart (staining, scanner) rather than a tissue state. Check the UMAP by sample",
+                DataWarning,
+                stacklevel=2,
+            )
+    atomic_write_text(cfg.out / "clustering_qc.csv", qc.to_csv(index=False))
     with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -180,6 +210,7 @@ def pretrain(cfg: PretrainConfig, samples=None) -> Path:
     ``samples``: in-memory samples instead of reading ``cfg.data`` (see :func:`prepare`).
     """
     cfg = cfg.validate(require=("features", "out") if samples is not None else ("data", "features", "out"))
+    check_features_dir(cfg.features)
     cfg.encoder = cfg.encoder or _infer_encoder(cfg.features)
     info = init_distributed(cfg.device)
     if info.is_main:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .._progress import progress as tqdm
 
 from .._atomic import atomic_write_json, atomic_write_text
+from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 from ..encoders.features import read_features
 from ..genes import smooth_spatial
