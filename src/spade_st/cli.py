@@ -25,177 +25,286 @@ from ._commands import (
     _cmd_report,
 )
 
+#: ArgumentDefaultsHelpFormatter appends "(default: <value>)" to every help text that does not mention
+#: ``%(default)``. Help texts that say in words what an unset (None) flag means end with NO_DEFAULT: it prints
+#: nothing and keeps "(default: None)" from contradicting them.
+NO_DEFAULT = "%(default).0s"
+DEVICE_HELP = "torch device, e.g. cuda, cuda:1 or cpu (default: CUDA if available, else CPU)" + NO_DEFAULT
+FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+
 
 def _add_convert(sub) -> None:
-    conv = sub.add_parser("convert", help="convert a dataset into the HEST-1k layout")
+    conv = sub.add_parser("convert", help="convert a dataset into the HEST-1k layout", **FMT)
     csub = conv.add_subparsers(dest="format", required=True)
 
-    h = csub.add_parser("her2st", help="legacy ST tables (her2st): counts .tsv.gz + spot selection + H&E image")
-    h.add_argument("--counts", type=Path, required=True)
-    h.add_argument("--spots", type=Path, required=True)
-    h.add_argument("--image", type=Path, required=True)
-    h.add_argument("--sample-id", required=True)
+    h = csub.add_parser("her2st", help="legacy ST tables (her2st): counts .tsv.gz + spot selection + H&E image", **FMT)
+    h.add_argument("--counts", type=Path, required=True, help="counts table .tsv(.gz): spots (XxY) x genes, raw counts")
+    h.add_argument(
+        "--spots", type=Path, required=True, help="spot selection .tsv(.gz) with x y pixel_x pixel_y selected"
+    )
+    h.add_argument("--image", type=Path, required=True, help="the section's full-resolution H&E image")
+    h.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
     h.add_argument("--pixel-size-um", type=float, required=True, help="µm per pixel of --image")
-    h.add_argument("--out", type=Path, required=True)
+    h.add_argument("--out", type=Path, required=True, help="HEST-layout root to write into (created if missing)")
     h.add_argument("--coord-scale", type=float, default=1.0, help="multiply spot pixel coords (for a downscaled image)")
-    h.add_argument("--organ", default="Breast")
-    h.add_argument("--patient")
+    h.add_argument("--organ", default="Breast", help="organ recorded in the sample metadata")
+    h.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
     h.add_argument("--labels", type=Path, help="pathologist labels S_labeled_coordinates.tsv -> obs['label']")
-    h.add_argument("--overwrite", action="store_true")
+    h.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
 
-    v = csub.add_parser("visium", help="a Space Ranger output folder")
-    v.add_argument("--spaceranger", type=Path, required=True)
-    v.add_argument("--image", type=Path, help="full-resolution H&E (default: spatial/tissue_hires_image.png)")
-    v.add_argument("--sample-id", required=True)
-    v.add_argument("--out", type=Path, required=True)
-    v.add_argument("--pixel-size-um", type=float)
-    v.add_argument("--organ", default="unknown")
-    v.add_argument("--patient")
-    v.add_argument("--species", default="Homo sapiens")
-    v.add_argument("--duplicate-genes", choices=["error", "sum"], default="sum")
-    v.add_argument("--overwrite", action="store_true")
+    v = csub.add_parser("visium", help="a Space Ranger output folder", **FMT)
+    v.add_argument(
+        "--spaceranger", type=Path, required=True, help="Space Ranger outs/ folder (filtered matrix .h5 + spatial/)"
+    )
+    v.add_argument(
+        "--image", type=Path, help="full-resolution H&E (default: spatial/tissue_hires_image.png)" + NO_DEFAULT
+    )
+    v.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
+    v.add_argument("--out", type=Path, required=True, help="HEST-layout root to write into (created if missing)")
+    v.add_argument(
+        "--pixel-size-um",
+        type=float,
+        help="µm per pixel of the image (default: the image's tags, else from the 55 µm spot diameter)" + NO_DEFAULT,
+    )
+    v.add_argument("--organ", default="unknown", help="organ recorded in the sample metadata")
+    v.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
+    v.add_argument("--species", default="Homo sapiens", help="species recorded in the sample metadata")
+    v.add_argument(
+        "--duplicate-genes",
+        choices=["error", "sum"],
+        default="sum",
+        help="repeated gene names: refuse (error) or add their counts (sum)",
+    )
+    v.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
 
-    a = csub.add_parser("anndata", help="an .h5ad with raw counts and obsm['spatial'] + its H&E image")
-    a.add_argument("--adata", type=Path, required=True)
-    a.add_argument("--image", type=Path, required=True)
-    a.add_argument("--sample-id", required=True)
-    a.add_argument("--out", type=Path, required=True)
-    a.add_argument("--pixel-size-um", type=float)
-    a.add_argument("--layer", help="take raw counts from this layer ('raw' for adata.raw)")
-    a.add_argument("--spatial-key", default="spatial")
-    a.add_argument("--organ", default="unknown")
-    a.add_argument("--patient")
-    a.add_argument("--st-technology", default="unknown")
-    a.add_argument("--duplicate-genes", choices=["error", "sum"], default="error")
-    a.add_argument("--overwrite", action="store_true")
+    a = csub.add_parser("anndata", help="an .h5ad with raw counts and obsm['spatial'] + its H&E image", **FMT)
+    a.add_argument("--adata", type=Path, required=True, help=".h5ad with raw counts and spot centres in image pixels")
+    a.add_argument("--image", type=Path, required=True, help="full-resolution H&E image the spot centres refer to")
+    a.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
+    a.add_argument("--out", type=Path, required=True, help="HEST-layout root to write into (created if missing)")
+    a.add_argument(
+        "--pixel-size-um",
+        type=float,
+        help="µm per pixel of --image (default: the image's tags, else uns['spatial'] scale factors)" + NO_DEFAULT,
+    )
+    a.add_argument("--layer", help="take raw counts from this layer ('raw' for adata.raw; default: X)" + NO_DEFAULT)
+    a.add_argument("--spatial-key", default="spatial", help="obsm key of the spot centres (x, y in --image pixels)")
+    a.add_argument("--organ", default="unknown", help="organ recorded in the sample metadata")
+    a.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
+    a.add_argument("--st-technology", default="unknown", help="ST technology recorded in the metadata, e.g. Visium")
+    a.add_argument(
+        "--duplicate-genes",
+        choices=["error", "sum"],
+        default="error",
+        help="repeated gene names: refuse (error) or add their counts (sum)",
+    )
+    a.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
+
+
+def _add_pretrain(sub) -> None:
+    from .train.config import PretrainConfig
+
+    base = PretrainConfig()
+
+    def cfg(text: str, name: str, shown: str | None = None) -> str:
+        """Help of a flag that overrides a config value: unset, the --config value (else the built-in) holds."""
+        value = getattr(base, name) if shown is None else shown
+        return f"{text} (default: the --config value, else {value})" + NO_DEFAULT
+
+    pt = sub.add_parser("pretrain", help="train the SPADE experts (resumable)", **FMT)
+    pt.add_argument(
+        "--config", type=Path, help="YAML file or built-in name (demo, her2st, ...); flags override it" + NO_DEFAULT
+    )
+    pt.add_argument(
+        "--data",
+        type=Path,
+        help="HEST-layout root (from `spade-st convert`); required here or in --config" + NO_DEFAULT,
+    )
+    pt.add_argument(
+        "--features",
+        type=Path,
+        help="FEATS/<encoder> from `spade-st extract`; required here or in --config" + NO_DEFAULT,
+    )
+    pt.add_argument(
+        "--out", type=Path, help="model folder to write (rerun to resume); required here or in --config" + NO_DEFAULT
+    )
+    pt.add_argument("--exclude", nargs="+", help="sample ids kept out of every step (default: none)" + NO_DEFAULT)
+    pt.add_argument("--k1", type=int, help=cfg("stage-1 k-means clusters per group (organ)", "k1"))
+    pt.add_argument("--experts", type=int, help=cfg("number of experts (stage-2 clusters)", "experts"))
+    pt.add_argument("--epochs", type=int, help=cfg("training epochs", "epochs"))
+    pt.add_argument("--batch-size", type=int, help=cfg("spots per training batch", "batch_size"))
+    pt.add_argument("--device", help=DEVICE_HELP)
+    pt.add_argument("--seed", type=int, help=cfg("random seed (split, clustering, training)", "seed"))
+    pt.add_argument("--lr", type=float, help=cfg("learning rate (AdamW)", "lr"))
+    pt.add_argument("--loss", choices=["bleep", "infonce"], help=cfg("contrastive loss", "loss"))
+    pt.add_argument(
+        "--gene-mode", choices=["log1p", "raw"], help=cfg("gene input: log1p CP10k or raw counts", "gene_mode")
+    )
+    pt.add_argument(
+        "--early-stop", type=int, help=cfg("patience in epochs per expert", "early_stop", "none: all epochs")
+    )
+    pt.add_argument(
+        "--min-expert-spots",
+        type=int,
+        help=cfg("fewest training spots per expert (0: no rule)", "min_expert_spots", "the batch size"),
+    )
+    pt.add_argument(
+        "--output",
+        choices=["spade", "residual", "concat"],
+        help=cfg("embedding: experts only (paper), a fixed PCA projection + experts, or both concatenated", "output"),
+    )
+    pt.add_argument(
+        "--shared-gene-head",
+        action="store_true",
+        default=None,
+        help=cfg("one gene head for all experts", "shared_gene_head"),
+    )
+    pt.add_argument(
+        "--gene-smoothing",
+        type=float,
+        help=cfg("average the gene input over spots within N spot pitches (0: off)", "gene_smoothing"),
+    )
+    pt.add_argument(
+        "--gene-library-size",
+        action="store_true",
+        default=None,
+        help=cfg("give the gene head log1p(depth)", "gene_library_size"),
+    )
+    pt.add_argument(
+        "--recon-weight",
+        type=float,
+        help=cfg("weight of a shared linear decoder's gene reconstruction (0: off)", "recon_weight"),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings")
+    p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings", **FMT)
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     _add_convert(sub)
-    d = sub.add_parser("demo-data", help="write the built-in synthetic dataset (HEST layout)")
-    d.add_argument("--out", type=Path, required=True)
-    d.add_argument("--samples", type=int, default=6)
-    d.add_argument("--spots", type=int, default=300)
-    d.add_argument("--genes", type=int, default=300)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--overwrite", action="store_true")
-    dm = sub.add_parser("demo", help="run the whole pipeline on synthetic data and write a report")
-    dm.add_argument("--out", type=Path, default=Path("runs/demo"))
-    dm.add_argument("--samples", type=int, default=8)
-    dm.add_argument("--spots", type=int, default=200)
-    dm.add_argument("--seed", type=int, default=0)
-    dm.add_argument("--epochs", type=int, help="override configs/demo.yaml")
-    e = sub.add_parser("extract", help="features of every spot patch of a HEST root")
-    e.add_argument("--data", type=Path, required=True)
-    e.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
-    e.add_argument("--weights", type=Path, help="weights file or Hugging Face snapshot folder")
-    e.add_argument("--out", type=Path, required=True)
-    e.add_argument("--batch-size", type=int, help="default: 256 on GPU, 16 on CPU")
-    e.add_argument("--device")
-    e.add_argument("--num-workers", type=int, default=0)
-    e.add_argument("--ids", nargs="+")
-    e.add_argument("--overwrite", action="store_true")
-    ew = sub.add_parser("extract-wsi", help="tissue tiles of whole slides and their features")
-    ew.add_argument("--wsi", type=Path, action="append", required=True, help="a slide (repeat for more)")
-    ew.add_argument("--encoder", default="efficientnet_lite0")
-    ew.add_argument("--weights", type=Path)
-    ew.add_argument("--out", type=Path, required=True)
-    ew.add_argument("--pixel-size-um", type=float, help="µm/px of level 0 when the slide has none")
-    ew.add_argument("--batch-size", type=int, default=64)
-    ew.add_argument("--device")
-    ew.add_argument("--min-tissue", type=float, default=0.25)
-    ew.add_argument("--overwrite", action="store_true")
-    sub.add_parser("encoders", help="list the registered encoders")
-    pt = sub.add_parser("pretrain", help="train the SPADE experts (resumable)")
-    pt.add_argument("--config", type=Path, help="YAML config (configs/*.yaml); flags override it")
-    pt.add_argument("--data", type=Path)
-    pt.add_argument("--features", type=Path, help="FEATS/<encoder> from `spade-st extract`")
-    pt.add_argument("--out", type=Path)
-    pt.add_argument("--exclude", nargs="+", help="sample ids kept out of every step")
-    pt.add_argument("--k1", type=int)
-    pt.add_argument("--experts", type=int)
-    pt.add_argument("--epochs", type=int)
-    pt.add_argument("--batch-size", type=int)
-    pt.add_argument("--device")
-    pt.add_argument("--seed", type=int)
-    pt.add_argument("--lr", type=float)
-    pt.add_argument("--loss", choices=["bleep", "infonce"])
-    pt.add_argument("--gene-mode", choices=["log1p", "raw"])
-    pt.add_argument("--early-stop", type=int, help="patience in epochs per expert")
-    pt.add_argument("--min-expert-spots", type=int, help="fewest training spots per expert (0: no rule)")
-    pt.add_argument(
-        "--output",
-        choices=["spade", "residual", "concat"],
-        help="embedding: experts only (paper), a fixed PCA projection + experts, or both concatenated",
+    d = sub.add_parser("demo-data", help="write the built-in synthetic dataset (HEST layout)", **FMT)
+    d.add_argument("--out", type=Path, required=True, help="HEST-layout root to write")
+    d.add_argument("--samples", type=int, default=6, help="number of samples (spread over 3 organs)")
+    d.add_argument("--spots", type=int, default=300, help="spots per sample")
+    d.add_argument("--genes", type=int, default=300, help="number of genes (one panel for all samples)")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--overwrite", action="store_true", help="replace samples already in --out")
+    dm = sub.add_parser("demo", help="run the whole pipeline on synthetic data and write a report", **FMT)
+    dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (data, features, model, report)")
+    dm.add_argument("--samples", type=int, default=8, help="synthetic samples")
+    dm.add_argument("--spots", type=int, default=200, help="spots per sample")
+    dm.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data")
+    dm.add_argument(
+        "--epochs", type=int, help="override the epochs of configs/demo.yaml (default: the file's)" + NO_DEFAULT
     )
-    pt.add_argument("--shared-gene-head", action="store_true", default=None, help="one gene head for all experts")
-    pt.add_argument("--gene-smoothing", type=float, help="average the gene input over spots within N pitches")
-    pt.add_argument("--gene-library-size", action="store_true", default=None, help="give the gene head log1p(depth)")
-    pt.add_argument("--recon-weight", type=float, help="weight of a shared linear decoder's gene reconstruction")
-    em = sub.add_parser("embed", help="SPADE embeddings of feature files")
-    em.add_argument("--model", type=Path, required=True)
-    em.add_argument("--features", type=Path, required=True)
-    em.add_argument("--out", type=Path, required=True)
-    em.add_argument("--ids", nargs="+")
-    em.add_argument("--topk", type=int, help="sparse routing: only the k heaviest experts per patch")
-    em.add_argument("--tau-r", type=float, help="routing temperature (default: the model's)")
-    em.add_argument("--device", default="cpu")
-    em.add_argument("--data", type=Path, help="HEST root, for --adata")
+    e = sub.add_parser("extract", help="features of every spot patch of a HEST root", **FMT)
+    e.add_argument("--data", type=Path, required=True, help="HEST-layout root (from `spade-st convert`)")
+    e.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
+    e.add_argument(
+        "--weights",
+        type=Path,
+        help="weights file or Hugging Face snapshot folder (default: $SPADE_ST_WEIGHTS/<encoder>/)" + NO_DEFAULT,
+    )
+    e.add_argument("--out", type=Path, required=True, help="features root: writes OUT/<encoder>/<sample id>.h5")
+    e.add_argument("--batch-size", type=int, help="patches per batch (default: 256 on GPU, 16 on CPU)" + NO_DEFAULT)
+    e.add_argument("--device", help=DEVICE_HELP)
+    e.add_argument("--num-workers", type=int, default=0, help="data-loader processes reading patches (0: in-process)")
+    e.add_argument("--ids", nargs="+", help="sample ids to extract (default: every sample of --data)" + NO_DEFAULT)
+    e.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
+    ew = sub.add_parser("extract-wsi", help="tissue tiles of whole slides and their features", **FMT)
+    ew.add_argument("--wsi", type=Path, action="append", required=True, help="a slide (repeat for more)")
+    ew.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
+    ew.add_argument(
+        "--weights",
+        type=Path,
+        help="weights file or Hugging Face snapshot folder (default: $SPADE_ST_WEIGHTS/<encoder>/)" + NO_DEFAULT,
+    )
+    ew.add_argument("--out", type=Path, required=True, help="features root: writes OUT/<encoder>/<slide stem>.h5")
+    ew.add_argument(
+        "--pixel-size-um",
+        type=float,
+        help="µm/px of level 0 when the slide has none (default: the slide's)" + NO_DEFAULT,
+    )
+    ew.add_argument("--batch-size", type=int, default=64, help="tiles per batch")
+    ew.add_argument("--device", help=DEVICE_HELP)
+    ew.add_argument(
+        "--min-tissue", type=float, default=0.25, help="least tissue fraction (0-1) a tile needs to be kept"
+    )
+    ew.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
+    sub.add_parser("encoders", help="list the registered encoders", **FMT)
+    _add_pretrain(sub)
+    em = sub.add_parser("embed", help="SPADE embeddings of feature files", **FMT)
+    em.add_argument("--model", type=Path, required=True, help="model folder (the --out of `spade-st pretrain`)")
+    em.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> from `spade-st extract(-wsi)`")
+    em.add_argument("--out", type=Path, required=True, help="writes OUT/<id>.h5 (embeddings, expert weights)")
+    em.add_argument("--ids", nargs="+", help="embed only FEATURES/<id>.h5 (default: every .h5)" + NO_DEFAULT)
+    em.add_argument(
+        "--topk", type=int, help="sparse routing: only the k heaviest experts per patch (default: all)" + NO_DEFAULT
+    )
+    em.add_argument("--tau-r", type=float, help="routing temperature (default: the model's)" + NO_DEFAULT)
+    em.add_argument("--device", help=DEVICE_HELP)
+    em.add_argument("--data", type=Path, help="HEST root the features came from, for --adata")
     em.add_argument(
         "--adata", action="store_true", help="also write OUT/<id>.h5ad: the sample's AnnData with obsm['X_spade']"
     )
-    em.add_argument("--overwrite", action="store_true")
-    dr = sub.add_parser("doctor", help="check the installation (and a data root); print what to fix")
-    dr.add_argument("--data", type=Path)
-    dr.add_argument("--weights-dir", type=Path, help="default: $SPADE_ST_WEIGHTS")
+    em.add_argument("--overwrite", action="store_true", help="recompute embedding files that are already complete")
+    dr = sub.add_parser("doctor", help="check the installation (and a data root); print what to fix", **FMT)
+    dr.add_argument("--data", type=Path, help="HEST-layout root to validate (default: none checked)" + NO_DEFAULT)
+    dr.add_argument("--weights-dir", type=Path, help="encoder weights folder (default: $SPADE_ST_WEIGHTS)" + NO_DEFAULT)
     rp = sub.add_parser(
         "report",
         help="write RUN/report.html (self-contained) and RUN/report.md",
         description="Figures and tables of a run folder. Parts are found under RUN by the names `spade-st demo` "
         "writes (data/, features/<encoder>/, model/, embeddings/, results/); point at others with the flags. "
         "What is drawn and what is skipped (and why) is printed.",
+        **FMT,
     )
     rp.add_argument("run", type=Path, help="run folder (the report is written here)")
-    rp.add_argument("--data", type=Path, help="HEST root (default: RUN/data)")
-    rp.add_argument("--features", type=Path, help="FEATS/<encoder> (default: RUN/features/<encoder>)")
-    rp.add_argument("--model", type=Path, help="model folder (default: RUN/model)")
-    rp.add_argument("--embeddings", type=Path, help="`spade-st embed` output (default: RUN/embeddings)")
+    rp.add_argument("--data", type=Path, help="HEST root (default: RUN/data)" + NO_DEFAULT)
+    rp.add_argument("--features", type=Path, help="FEATS/<encoder> (default: RUN/features/<encoder>)" + NO_DEFAULT)
+    rp.add_argument("--model", type=Path, help="model folder (default: RUN/model)" + NO_DEFAULT)
+    rp.add_argument("--embeddings", type=Path, help="`spade-st embed` output (default: RUN/embeddings)" + NO_DEFAULT)
     pr = sub.add_parser(
         "predict",
         help="predicted expression of every tile of a slide (h5ad + PNG maps) from a model folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        **FMT,
     )
     pr.add_argument("--model", type=Path, required=True, help="model folder with an expression head")
     pr.add_argument("--features", type=Path, nargs="+", required=True, help="feature file(s): extract-wsi or TRIDENT")
     pr.add_argument("--out", type=Path, required=True, help="writes OUT/<slide>.h5ad and OUT/<slide>_expression.png")
     pr.add_argument("--wsi", type=Path, nargs="+", help="the slides (matched by file stem), for the maps")
-    pr.add_argument("--genes", nargs="+", help="genes to predict and map (default: all; the 4 most variable mapped)")
+    pr.add_argument(
+        "--genes",
+        nargs="+",
+        help="genes to predict and map (default: all; the 4 most variable mapped)" + NO_DEFAULT,
+    )
     pr.add_argument("--method", choices=["ridge", "knn"], default="ridge", help="the expression head's method")
-    pr.add_argument("--pixel-size-um", type=float, help="level-0 µm/px of slides that carry none")
+    pr.add_argument(
+        "--pixel-size-um",
+        type=float,
+        help="level-0 µm/px of slides that carry none (default: the slide's)" + NO_DEFAULT,
+    )
     pr.add_argument("--data", type=Path, help="HEST root: print Pearson r vs measured for slides that are its samples")
     fp = sub.add_parser(
         "fit-predictor",
         help="fit (or refit) a model's expression head on a HEST root's spots",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        **FMT,
     )
     fp.add_argument("--model", type=Path, required=True, help="model folder (predictor.json is written into it)")
     fp.add_argument("--data", type=Path, required=True, help="HEST root with the samples' counts")
     fp.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> of those samples")
-    fp.add_argument("--ids", nargs="+", help="samples to fit on (default: the model's training samples)")
-    fp.add_argument("--genes", nargs="+", help="genes of the head (default: the model's gene panel)")
-    ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources")
-    ev.add_argument("task", type=Path)
-    ev.add_argument("--out", type=Path, required=True)
-    bn = sub.add_parser("bench", help="built-in benchmarks on real data")
+    fp.add_argument("--ids", nargs="+", help="samples to fit on (default: the model's training samples)" + NO_DEFAULT)
+    fp.add_argument("--genes", nargs="+", help="genes of the head (default: the model's gene panel)" + NO_DEFAULT)
+    ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources", **FMT)
+    ev.add_argument("task", type=Path, help="task manifest YAML (e.g. configs/tasks/*.yaml)")
+    ev.add_argument("--out", type=Path, required=True, help="writes OUT/results.csv, results_long.csv, results.md")
+    bn = sub.add_parser("bench", help="built-in benchmarks on real data", **FMT)
     bsub = bn.add_subparsers(dest="bench", required=True)
     bh = bsub.add_parser(
         "her2st",
         help="raw features vs SPADE and its controls on her2st sections (genes, retrieval, few-shot)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        **FMT,
     )
     from .eval._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 
@@ -203,23 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
     bh.add_argument("--features", type=Path, required=True, help="FEATS/<encoder>")
     bh.add_argument("--out", type=Path, required=True, help="results and the per-fold models")
     bh.add_argument("--config", default="her2st", help="pretrain config of the per-fold models")
-    bh.add_argument("--epochs", type=int, help="override the config's epochs")
+    bh.add_argument("--epochs", type=int, help="override the config's epochs (default: the config's)" + NO_DEFAULT)
     bh.add_argument("--pretrain-seeds", type=int, default=3, help="models per variant and fold")
     bh.add_argument("--seeds", type=int, default=10, help="few-shot draws per model")
     bh.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="few-shot shots per class")
     bh.add_argument("--n-genes", type=int, default=50, help="most variable genes per fold")
     bh.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS), help="gene targets")
     bh.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES), help="gene probes")
-    bh.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    bh.add_argument(
+        "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="gene-expression fold protocols"
+    )
     bh.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="SPADE sources")
     bh.add_argument(
         "--gene-exclude", nargs="*", default=["A1"], help="sections kept out of gene regression (none: no value)"
     )
     bh.add_argument("--label-section", default="A1", help="section with pathologist labels for few-shot")
-    c = sub.add_parser("check", help="validate a HEST-layout root and list its samples")
-    c.add_argument("--data", type=Path, required=True)
-    c.add_argument("--ids", nargs="+")
-    c.add_argument("--require-wsi", action="store_true")
+    c = sub.add_parser("check", help="validate a HEST-layout root and list its samples", **FMT)
+    c.add_argument("--data", type=Path, required=True, help="HEST-layout root (from `spade-st convert`)")
+    c.add_argument("--ids", nargs="+", help="sample ids to check (default: every sample)" + NO_DEFAULT)
+    c.add_argument("--require-wsi", action="store_true", help="also require each sample's wsis/<id>.tif")
     return p
 
 

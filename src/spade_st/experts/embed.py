@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from .._progress import progress as tqdm
 
 from .. import __version__
 from .. import _keys as K
 from .._atomic import atomic_path
+from .._progress import progress as tqdm
 from .._validation import SpadeInputError
+from ..encoders._dist import DistInfo, default_device
 from ..encoders.features import FeatureSet, is_finished, read_features, write_features
 from .model import SpadeModel
 
@@ -27,7 +28,7 @@ class EmbedConfig:
     topk: int | None = None
     tau_r: float | None = None
     batch_size: int = 8192
-    device: str = "cpu"
+    device: str | None = None  #: None: CUDA if available, else CPU (the rule of every command)
     data: Path | None = None  #: HEST root whose AnnData are copied to OUT/<id>.h5ad with obsm["X_spade"] (adata=True)
     adata: bool = False
     overwrite: bool = False
@@ -36,7 +37,7 @@ class EmbedConfig:
 
 def embed_features(cfg: EmbedConfig) -> list[Path]:
     """Embed ``cfg.features/*.h5`` with the model; writes ``cfg.out/<id>.h5`` (embeddings, expert_weights, barcode)."""
-    model = SpadeModel.from_pretrained(cfg.model, device=cfg.device)
+    model = SpadeModel.from_pretrained(cfg.model, device=default_device(DistInfo(), cfg.device))
     files = sorted(Path(cfg.features).glob("*.h5"))
     if cfg.ids is not None:
         files = [Path(cfg.features) / f"{i}.h5" for i in cfg.ids]

@@ -235,6 +235,10 @@ class SpadeModel(nn.Module):
 
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
+        if not folder.is_dir():
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            msg = f"model folder {folder} {what}; pass the --out folder of `spade-st pretrain`"
+            raise FileNotFoundError(msg)
         for p in (cfg_path, w_path):
             if not p.is_file():
                 msg = f"model folder {folder} has no {p.name}; a spade-st model is model.safetensors + config.json"
