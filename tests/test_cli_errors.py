@@ -45,3 +45,14 @@ def test_debug_flag_anywhere_shows_the_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr and "does not exist" in r.stderr
     r = run_cli(["check", "--data", tmp_path / "missing"])
     assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+def test_features_parent_folder_names_the_encoder_folder(synthetic_root, tmp_path):
+    (tmp_path / "feats" / "efficientnet_lite0").mkdir(parents=True)
+    (tmp_path / "feats" / "efficientnet_lite0" / "SYN00.h5").write_bytes(b"")
+    out = tmp_path / "model"
+    r = run_cli(["pretrain", "--data", synthetic_root, "--features", tmp_path / "feats", "--out", out])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "one folder per encoder (efficientnet_lite0)" in lines[0] and "feats/efficientnet_lite0" in lines[0]
+    assert not out.exists()

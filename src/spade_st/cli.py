@@ -360,6 +360,18 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere, before or after the subcommand
     args = parser.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
+    import warnings
+
+    from ._validation import DataWarning
+
+    def one_line(message, category, *_args, **_kw):
+        return (
+            f"spade-st: warning: {message}\n"
+            if issubclass(category, DataWarning)
+            else f"{category.__name__}: {message}\n"
+        )
+
+    before, warnings.formatwarning = warnings.formatwarning, one_line  # for this command only
     try:
         return _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
@@ -371,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # pragma: no cover - interactive
         print("spade-st: interrupted; run the same command again to resume (finished steps are kept)", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = before
 
 
 if __name__ == "__main__":  # pragma: no cover

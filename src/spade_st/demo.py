@@ -102,7 +102,7 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
         secs = [load_section(by[i], src / f"{i}.h5", targets=()) for i in ids]  # rows matched by barcode
         x = np.concatenate([sec.features for sec in secs])
         y = np.concatenate([sec.adata.obs["label"].astype(str).to_numpy() for sec in secs])
-        res = few_shot(x, y, ks=(1, 2, 4, 8, 16), seeds=5)
+        res = few_shot(x, y, ks=(1, 2, 4, 8, 16), seeds=5, progress=True, desc=f"few-shot ({name})")
         rows.append(res.assign(source=name, task="fewshot_" + res["probe"]))
     summary = summarise(pd.concat(rows), ["task", "metric", "k", "source"])
     out.mkdir(parents=True, exist_ok=True)

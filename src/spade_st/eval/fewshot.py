@@ -108,25 +108,33 @@ def metrics(y: np.ndarray, proba: np.ndarray, classes) -> dict[str, float]:
     return out
 
 
-def few_shot(x: np.ndarray, y: np.ndarray, ks=DEFAULT_K, seeds: int = 20, probes=PROBES) -> pd.DataFrame:
+def few_shot(
+    x: np.ndarray, y: np.ndarray, ks=DEFAULT_K, seeds: int = 20, probes=PROBES, progress: bool = False, desc: str = ""
+) -> pd.DataFrame:
     """Long table (probe, k, seed, metric, value, classes).
 
     At each k only the classes with at least k + 1 labelled examples enter (k shots and a test example); the
     ``classes`` column lists them (``;``-joined). A k at which fewer than two classes qualify is skipped. The
     same shots (per k and seed) are used for every probe and, when called per source with the same labels, for
-    every embedding source.
+    every embedding source. ``progress``: a bar over the (k, seed) draws, titled ``desc``.
     """
+    from .._progress import progress as bar
+
     y = np.asarray(y, dtype=object)
     keep = pd.notna(y)
     x, y = np.asarray(x)[keep], y[keep].astype(str)
     rows = []
+    draws = bar(total=len(ks) * seeds, desc=desc or "few-shot", unit="draw", disable=not progress)
     for k in ks:
         classes = eligible_classes(y, k)
         if len(classes) < 2:
+            draws.update(seeds)
             continue
         m = np.isin(y, classes)
         xk, yk = x[m], y[m]
         for seed in range(seeds):
+            draws.set_postfix_str(f"k = {k}")
+            draws.update(1)
             tr, te = sample_shots(yk, k, seed, classes)
             for probe in probes:
                 proba = fit_predict(probe, xk[tr], yk[tr], xk[te], classes, seed)
@@ -141,4 +149,5 @@ def few_shot(x: np.ndarray, y: np.ndarray, ks=DEFAULT_K, seeds: int = 20, probes
                             "classes": ";".join(classes),
                         }
                     )
+    draws.close()
     return pd.DataFrame(rows, columns=["probe", "k", "seed", "metric", "value", "classes"])

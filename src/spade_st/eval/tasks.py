@@ -139,7 +139,14 @@ def _run_patch(task: Task) -> pd.DataFrame:
                 raise SpadeInputError(msg)
             xs.append(fs.features[pos])
             ys.append(g["label"].to_numpy(dtype=object))
-        res = few_shot(np.concatenate(xs), np.concatenate(ys), ks=task.ks, seeds=task.seeds)
+        res = few_shot(
+            np.concatenate(xs),
+            np.concatenate(ys),
+            ks=task.ks,
+            seeds=task.seeds,
+            progress=True,
+            desc=f"few-shot ({name})",
+        )
         rows.append(res.assign(source=name, task=task.name))
     out = pd.concat(rows, ignore_index=True)
     out["probe_metric"] = out["probe"] + ":" + out["metric"]

@@ -92,6 +92,7 @@ class TwoStageClustering:
         max_points_per_centroid: int = 50000,
         stage2_n_init: int = 10,
         min_expert_spots: int | None = None,
+        progress: bool = False,
     ):
         self.k1 = k1
         self.n_experts = n_experts
@@ -104,6 +105,7 @@ class TwoStageClustering:
         self.max_points_per_centroid = max_points_per_centroid
         self.stage2_n_init = stage2_n_init
         self.min_expert_spots = min_expert_spots
+        self.progress = progress
 
     def _km(self, x, k, seed):
         return kmeans(
@@ -139,7 +141,16 @@ class TwoStageClustering:
         self.groups_ = sorted(set(groups))
         group_rows = [np.flatnonzero(groups == g) for g in self.groups_]
         cents, cgroup, self.group_k_ = [], [], {}
-        for gi, (g, rows) in enumerate(zip(self.groups_, group_rows, strict=True)):
+        from .._progress import progress
+
+        groups_bar = progress(
+            list(zip(self.groups_, group_rows, strict=True)),
+            desc="clustering: stage 1",
+            unit="group",
+            disable=not self.progress,
+        )
+        for gi, (g, rows) in enumerate(groups_bar):
+            groups_bar.set_postfix_str(f"{g}: {len(rows)} spots")
             k = self.k1
             if len(rows) <= 4 * self.k1:
                 n_distinct = len(np.unique(_read_rows(X, rows), axis=0))

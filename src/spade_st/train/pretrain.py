@@ -163,6 +163,7 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
         niter=cfg.kmeans_niter,
         nredo=cfg.kmeans_nredo,
         min_expert_spots=cfg.batch_size if cfg.min_expert_spots is None else cfg.min_expert_spots,
+        progress=cfg.progress,
     )
     clu.fit(RowSubset(store.features, tr), groups[tr])
     if clu.sizing_ and cfg.progress:
