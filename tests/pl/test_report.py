@@ -101,3 +101,20 @@ def test_report_in_headless_chromium(demo_run):
     assert n >= 6 and decoded == n
     console_errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and ("report.html" in ln or "Error" in ln)]
     assert not console_errors, console_errors
+
+
+def test_report_finds_parts_by_flags_and_says_what_it_skipped(demo_run, tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert main(["report", str(elsewhere)]) == 0  # nothing under the default names: said, not silent
+    err = capsys.readouterr().err
+    assert "report: skipped every model figure: no model at" in err and "pass --model" in err
+    assert "Not drawn" in (elsewhere / "report.html").read_text()
+    enc = next((demo_run / "features").iterdir())
+    flags = ["--data", demo_run / "data", "--model", demo_run / "model", "--embeddings", demo_run / "embeddings"]
+    assert main(["report", str(elsewhere), *map(str, flags), "--features", str(enc)]) == 0
+    err = capsys.readouterr().err
+    assert "report: drew Routing map" in err and "report: drew UMAP coloured by sample" in err
+    html = (elsewhere / "report.html").read_text()
+    assert "Data: " in html and "(synthetic;" in html and "Split: trained on" in html
+    assert "raw features" in html  # the island number of the raw features: --features was found

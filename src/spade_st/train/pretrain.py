@@ -88,6 +88,7 @@ def prepare(cfg: PretrainConfig, samples=None):
             f"form {cfg.experts} experts; lower --experts or raise --k1"
         )
         raise SpadeInputError(msg)
+    check_features_dir(cfg.features)
     if split_path.is_file() and json.loads(split_path.read_text()) != split.to_dict():
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
@@ -211,7 +212,6 @@ def pretrain(cfg: PretrainConfig, samples=None) -> Path:
     ``samples``: in-memory samples instead of reading ``cfg.data`` (see :func:`prepare`).
     """
     cfg = cfg.validate(require=("features", "out") if samples is not None else ("data", "features", "out"))
-    check_features_dir(cfg.features)
     cfg.encoder = cfg.encoder or _infer_encoder(cfg.features)
     info = init_distributed(cfg.device)
     if info.is_main:
