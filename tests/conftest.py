@@ -109,3 +109,14 @@ def her2st_features(her2st_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("feats")
     assert extract_cli(str(her2st_root), str(out), "efficientnet_lite0", "--batch-size", "16") == 0
     return out / "efficientnet_lite0"
+
+
+#: fixtures that convert or run something big: a test that uses one is ``slow`` (left out of the inner loop)
+SLOW_FIXTURES = {"her2st_root", "her2st_features", "demo_run", "real_feats", "her2st_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs a slow fixture as ``slow``: ``pytest -m "not slow"`` is the inner loop."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

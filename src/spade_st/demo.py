@@ -121,35 +121,34 @@ def _choose_k(model: Path) -> None:
 
 
 def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[str, float]]:
-    """Ridge from raw features vs SPADE embeddings to the held-out (val) samples' panel expression."""
+    """Ridge (penalty by leave-one-sample-out CV) from raw features vs SPADE embeddings to the held-out samples'
+    panel expression: mean Pearson r over the panel genes."""
     import json
-
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from .eval.gene_folds import load_section
     from .genes import GenePanel
+    from .genes.ridge import mean_pearson, ridge_cv
+    from .io import read_hest
 
     split = json.loads((model / "split.json").read_text())
     panel = GenePanel.from_json(model / "panel.json")
-    from .io import read_hest
-
     by = {s.id: s for s in read_hest(data)}
     rows = []
     for name, src in (("raw features", feats), ("SPADE", emb)):
 
         def load(ids, src=src):
             secs = [load_section(by[i], src / f"{i}.h5", targets=()) for i in ids]  # rows matched by barcode
-            return np.concatenate([s.features for s in secs]), np.concatenate([panel.transform(s.adata) for s in secs])
+            return (
+                np.concatenate([s.features for s in secs]),
+                np.concatenate([panel.transform(s.adata) for s in secs]),
+                np.concatenate([[i] * len(s.features) for i, s in zip(ids, secs, strict=True)]),
+            )
 
         if not held_out(split):
             continue
-        xt, yt = load(split["train"])
-        xv, yv = load(held_out(split))
-        pred = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 4, 11))).fit(xt, yt).predict(xv)
-        r = [np.corrcoef(pred[:, j], yv[:, j])[0, 1] for j in range(yv.shape[1]) if yv[:, j].std() > 0]
-        rows.append((name, float(np.nanmean(r))))
+        xt, yt, groups = load(split["train"])
+        xv, yv, _ = load(held_out(split))
+        rows.append((name, mean_pearson(ridge_cv(xt, yt, xv, groups)[0], yv)))
     return rows
 
 

@@ -14,6 +14,7 @@ from spade_st.io.tissue import tissue_mask
 from conftest import WSI_SMALL, extract_cli, require, run_cli
 
 
+@pytest.mark.slow
 def test_extract_wsi_real_slides(tmp_path, capsys):
     cmu = require(WSI_SMALL / "cmu-1-small-region.svs")
     tcga = WSI_SMALL / "tcga-cr-7395-01a-01-ts1.svs"
@@ -64,6 +65,7 @@ def test_reads_trident_and_hest_feature_files(tmp_path):
     assert read_features(clam).features.shape == (4, 6)
 
 
+@pytest.mark.slow
 def test_torchrun_shards_samples_exactly_once(synthetic_root, tmp_path):
     out = tmp_path / "f"
     args = [
@@ -95,6 +97,7 @@ def test_torchrun_shards_samples_exactly_once(synthetic_root, tmp_path):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["write-SYN01", "write-SYN02"])
 def test_killed_extract_never_leaves_a_trusted_file(synthetic_root, tmp_path, fault):
     """SIGKILL while a feature file is being written; the rerun redoes it and matches an uninterrupted run."""

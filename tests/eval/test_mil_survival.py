@@ -26,6 +26,7 @@ def _split(n, seed=0):
     return np.sort(rng.permutation(n)[: n // 4])
 
 
+@pytest.mark.slow
 def test_abmil_recovers_signal_and_shuffled_is_chance(data):
     bags, y, _, _ = data
     test = _split(len(bags))
@@ -39,6 +40,7 @@ def test_abmil_recovers_signal_and_shuffled_is_chance(data):
     assert abs(classification_metrics(ys[test], p0)["auroc"] - 0.5) < 0.3
 
 
+@pytest.mark.slow
 def test_abmil_attends_to_witnesses(data):
     import torch
 
@@ -60,6 +62,7 @@ def test_mean_pool_probe(data):
     assert abs(classification_metrics(ys[test], mean_pool_probe(bags, ys, test))["auroc"] - 0.5) < 0.3
 
 
+@pytest.mark.slow
 def test_survival_recovers_hazard_and_shuffled_is_chance():
     """Exponential event times are noisy: on this split the ranking by the true risk group reaches ~0.7, so the
     bar is 0.6 for both models; with shuffled outcomes the C-index must stay within 0.1 of chance."""

@@ -151,6 +151,7 @@ def _her2st_hest_root(root, spots=40, genes=30, seed=0):
     return out
 
 
+@pytest.mark.slow
 def test_her2st_hest1k_lopo_manifest(tmp_path, monkeypatch):
     """The shipped manifest (HEST-1k's her2st, leave-one-patient-out) runs on a root with those ids."""
     from spade_st.train.config import BUILTIN

@@ -115,6 +115,7 @@ def test_existing_id_refused_then_overwritten(her2st_root, tmp_path, capsys):
     assert [s.id for s in read_hest(root)] == list(HER2ST_SECTIONS)
 
 
+@pytest.mark.slow
 def test_quiet_data_problems_warn(tmp_path, capsys):
     """A1's image is 3.185 µm/px: its 0.5 µm/px patches are upsampled 6.4x; a spot table of another section
     (here: the first 40 selected spots only) drops most count rows. Both are said, in one line each."""

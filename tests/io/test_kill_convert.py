@@ -15,6 +15,7 @@ from spade_st.io import read_hest
 from conftest import HER2ST, her2st_args, require
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [1.5, 4.0, 7.0])
 def test_killed_conversion_then_rerun(tmp_path, delay):
     require(HER2ST)

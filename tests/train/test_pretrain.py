@@ -141,6 +141,7 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     assert np.mean(hits) > np.mean(chance) + 0.15, (hits, chance)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["epoch2-step1", "checkpoint1", "checkpoint3"])
 def test_killed_pretrain_resumes_bit_identical(feats, tmp_path, fault):
     root, f = feats
@@ -172,6 +173,7 @@ def test_changed_settings_refuse_resume(feats, tmp_path, capsys):
     assert "different" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_pretrain_two_ranks(feats, tmp_path):
     """`torchrun --nproc_per_node 2 spade-st pretrain` trains one model (rank 0 writes it)."""
     root, f = feats
@@ -183,6 +185,7 @@ def test_torchrun_pretrain_two_ranks(feats, tmp_path):
     assert len(pd.read_csv(out / "history.csv")) == 2 * 3
 
 
+@pytest.mark.slow
 def test_small_cohort_options_train_and_resume_byte_identical(feats, tmp_path):
     """Residual output, one shared gene head, smoothed gene input and expert sizing: trained end to end, and a
     run killed mid-training resumes to the same bytes (the shared head's optimiser and best-so-far included)."""
