@@ -8,7 +8,7 @@ encoder is tested by being registered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -35,7 +35,6 @@ class EncoderSpec:
     description: str = ""
     precision: str = "bf16"  #: autocast dtype on GPU
     default_weights: Callable | None = None  #: weights shipped in a package, used when none are given
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}

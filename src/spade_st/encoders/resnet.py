@@ -45,6 +45,5 @@ register_encoder(
         embed_dim=1024,
         weights_hint="Use torchvision's ImageNet ResNet-50 file (resnet50-*.pth, IMAGENET1K_V1 as CLAM did).",
         description="ResNet-50 truncated after layer 3 (CLAM), ImageNet, 1024-d",
-        tags=("cnn",),
     )
 )

@@ -54,6 +54,5 @@ register_encoder(
         needs_weights=False,
         precision="fp16",
         description="seeded random CNN (tests and smoke runs; carries no learned signal)",
-        tags=("test",),
     )
 )

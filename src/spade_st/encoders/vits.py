@@ -140,6 +140,5 @@ for _name, _dim, (_mean, _std), _resize, _desc in [
             resize_to=_resize,
             weights_hint=_HINT,
             description=_desc,
-            tags=("vit", "pathology"),
         )
     )

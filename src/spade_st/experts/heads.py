@@ -88,14 +88,6 @@ class StackedHeads(nn.Module):
         h = self._dropout_add(torch.addmm(self.b2[e, 0], F.gelu(p), self.w2[e]), p)
         return F.layer_norm(h, (self.out_dim,), self.ln_w[e, 0], self.ln_b[e, 0], eps=self.eps)
 
-    def forward_experts(self, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-        """Expert ``experts[i]`` on row i: (N, in) -> (N, out), running only the selected heads."""
-        out = x.new_empty(len(x), self.out_dim)
-        for e in torch.unique(experts).tolist():
-            m = experts == e
-            out[m] = self.expert_forward(x[m], e)
-        return out
-
     def expert_state(self, e: int) -> dict[str, torch.Tensor]:
         """Expert ``e`` as a BLEEP ``ProjectionHead`` state dict (projection, fc, layer_norm)."""
         return {
