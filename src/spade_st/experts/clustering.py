@@ -1,4 +1,4 @@
-"""Two-stage clustering of image features into experts (SPADE §1.5).
+"""Two-stage clustering of image features into experts (the SPADE paper, arXiv 2506.21857).
 
 Stage 1: k-means per group (organ by default, ``k1`` each) on the raw features. Stage 2: k-means of all
 stage-1 centroids into ``n_experts``. Expert e owns the spots of the stage-1 clusters whose centroids fall in

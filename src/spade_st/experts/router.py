@@ -1,4 +1,4 @@
-"""MoDE routing: fine stage-1 centroids vote for coarse experts (SPADE §1.9).
+"""MoDE routing: fine stage-1 centroids vote for coarse experts (the SPADE paper, arXiv 2506.21857).
 
 w = softmax(−‖x − c_k‖₂ / τ_r) over all stage-1 centroids, α_e = Σ_{k→e} w_k; the embedding is
 Σ_e α_e · image_head_e(x). ``τ_r = 0`` is hard nearest-centroid routing; ``topk`` keeps the k heaviest experts

@@ -10,7 +10,7 @@ from .._validation import SpadeInputError, coerce_fields, did_you_mean, read_yam
 
 @dataclass
 class PretrainConfig:
-    """Options of ``spade-st pretrain``. Defaults are the paper's (SPADE_METHOD.md §1.4-1.8)."""
+    """Options of ``spade-st pretrain``. Defaults are the paper's (SPADE, arXiv 2506.21857)."""
 
     data: Path | None = None
     features: Path | None = None  #: FEATS/<encoder>

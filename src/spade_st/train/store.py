@@ -1,4 +1,4 @@
-"""A training run's data packed into contiguous memory-mapped arrays (not one file per spot).
+"""A training run's data packed into contiguous arrays read row by row with pread (not one file per spot).
 
 ``features.npy`` (N, D) and ``expression.npy`` (N, G) are contiguous ``.npy`` files read row-batch by
 row-batch (:class:`RowFile`), so millions of spots train in bounded RAM; ``index.csv`` says which sample, barcode and group each row is.
@@ -115,7 +115,7 @@ class RowSubset:
 
 @dataclass
 class Store:
-    """Open, memory-mapped training arrays."""
+    """Open training arrays (rows read with pread, never memory-mapped)."""
 
     folder: Path
     features: RowFile
