@@ -2,6 +2,7 @@
 predicted-expression maps of a section the model never saw.
 
     python examples/her2st_quickstart.py --src ../shared/data/her2st_subset --out runs/quickstart
+    python examples/her2st_quickstart.py --root ROOT --out runs/quickstart   # sections already converted
 
 Trains on C2 and C3 and predicts C4 (three serial sections of one patient); ``--sections`` and ``--epochs``
 shorten it. Writes OUT/umap_by_sample.png and OUT/C4_genes.png.

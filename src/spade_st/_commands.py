@@ -156,7 +156,16 @@ def _cmd_fit_predictor(args) -> int:
     from .train.predictor import fit_predictor_from_root
 
     model = SpadeModel.from_pretrained(args.model)
-    head = fit_predictor_from_root(model, args.data, args.features, args.ids, args.genes)
+    from .encoders.weights import sha256_file
+
+    head = fit_predictor_from_root(
+        model,
+        args.data,
+        args.features,
+        args.ids,
+        args.genes,
+        model_sha256=sha256_file(args.model / "model.safetensors"),
+    )
     head.save(args.model)
     print(f"expression head ({len(head.genes)} genes) written to {args.model}")
     return 0

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from tqdm.auto import tqdm as _tqdm
+from tqdm.auto import tqdm as _auto
+from tqdm.std import tqdm as _tqdm
 
 LOG_INTERVAL = 30.0  #: seconds between lines when stderr is not a terminal
 
@@ -25,7 +26,7 @@ class _LineBar(_tqdm):
         kwargs["leave"] = True
         super().__init__(*args, **kwargs)
 
-    def display(self, msg=None, pos=None):
+    def display(self, msg=None, pos=None, **_kw):
         now = time.monotonic()
         done = self.total is not None and self.n >= self.total
         if not done and self._last_line and now - self._last_line < LOG_INTERVAL:
@@ -54,11 +55,12 @@ class _LineBar(_tqdm):
 
 
 def progress(*args, **kwargs):
-    """A progress bar (tqdm's arguments): tqdm on a terminal, plain lines when stderr is redirected."""
-    if kwargs.get("disable"):
-        return _tqdm(*args, **kwargs)
+    """A progress bar (tqdm's arguments): tqdm on a terminal or in a notebook (a widget where ipywidgets is
+    installed), plain lines when stderr is redirected to a file."""
+    if kwargs.get("disable") or "ipykernel" in sys.modules:
+        return _auto(*args, **kwargs)
     if not sys.stderr.isatty():
         kwargs.pop("leave", None)
         kwargs.pop("position", None)
         return _LineBar(*args, file=sys.stderr, **kwargs)
-    return _tqdm(*args, **kwargs)
+    return _auto(*args, **kwargs)

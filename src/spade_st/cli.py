@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--method", choices=["ridge", "knn"], default="ridge", help="the expression head's method")
     pr.add_argument(
+        "--encoder", help="the files' encoder, for files that do not name it (default: as the file says)" + NO_DEFAULT
+    )
+    pr.add_argument(
         "--pixel-size-um",
         type=float,
         help="level-0 µm/px of slides that carry none (default: the slide's)" + NO_DEFAULT,

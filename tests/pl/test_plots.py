@@ -105,7 +105,8 @@ def test_clustering_qc_and_fewshot_curves():
     )
     one_organ = pd.DataFrame({"expert": [0, 1, 2], "spots": [10, 20, 5], "groups": [1, 1, 1]})
     fig = pl.curves.clustering_qc(ck, one_organ)
-    assert "organs per expert" not in [ax.get_title() for ax in fig.axes]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "organs per expert" not in titles and "choosing k" in titles and "spots per expert" in titles
     fig = pl.curves.clustering_qc(ck, one_organ.assign(groups=[1, 2, 2]))
     assert "organs per expert" in [ax.get_title() for ax in fig.axes]
     rows = [

@@ -49,7 +49,9 @@ def test_predict_held_out_section_prints_pearson(her2st_model, her2st_root, her2
     pred = ad.read_h5ad(out / "C4.h5ad")
     fs = read_features(her2st_features / "C4.h5")
     assert list(pred.obs_names) == list(fs.barcode)  # spots named by barcode
-    assert pred.n_vars == len(ad.read_h5ad(out / "C4.h5ad").var_names) and np.isfinite(pred.X).all()
+    head = json.loads((her2st_model / "predictor.json").read_text())
+    assert list(pred.var_names) == head["genes"] and np.isfinite(pred.X).all()
+    assert "(a training sample" not in err  # C4 was held out of the model and its head
     assert _coloured_share(out / "C4_expression.png") > 0.05
 
 
@@ -86,3 +88,66 @@ def test_model_without_head_says_how_to_add_one(her2st_model, her2st_root, her2s
     assert main([*fp, "--genes", "ERBB2", "KRT19"]) == 0
     assert main(args) == 0
     assert list(ad.read_h5ad(tmp_path / "o" / "C4.h5ad").var_names) == ["ERBB2", "KRT19"]
+
+
+def test_trident_feature_file(her2st_model, her2st_features, tmp_path, capsys):
+    """A TRIDENT-style file (no encoder attribute, no barcodes, tile geometry on the coords dataset) predicts the
+    same expression as our own file of the same features, with tile centres from TRIDENT's magnifications."""
+    import h5py
+
+    ours = read_features(her2st_features / "C4.h5")
+    corners = np.asarray(ours.coords, np.float64)
+    trident = tmp_path / "C4.h5"
+    with h5py.File(trident, "w") as f:
+        f.create_dataset("features", data=ours.features)
+        c = f.create_dataset("coords", data=corners.astype(np.int64))
+        c.attrs.update(
+            {"patch_size": 224, "level0_magnification": 10 / 0.687, "target_magnification": 20, "name": "C4"}
+        )
+    args = ["predict", "--model", str(her2st_model), "--features", str(trident)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 1
+    assert "pass --encoder" in capsys.readouterr().err
+    assert main([*args, "--encoder", "efficientnet_lite0", "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(her2st_model),
+                "--features",
+                str(her2st_features / "C4.h5"),
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
+    a, b = ad.read_h5ad(tmp_path / "a" / "C4.h5ad"), ad.read_h5ad(tmp_path / "b" / "C4.h5ad")
+    np.testing.assert_allclose(a.X, b.X, rtol=1e-5, atol=1e-6)
+    assert a.obs_names[0] == "tile_0"
+    np.testing.assert_allclose(a.obsm["spatial"], corners + 224 * 0.5 / 0.687 / 2, rtol=1e-6)
+
+
+def test_head_of_another_model_is_refused(her2st_model, tmp_path):
+    from spade_st._validation import SpadeInputError
+    from spade_st.experts import SpadeModel
+
+    other = tmp_path / "other"
+    shutil.copytree(her2st_model, other)
+    raw = bytearray((other / "model.safetensors").read_bytes())
+    raw[-4:] = b"\x00\x00\x80\x3f"  # one weight changed: another model
+    (other / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(SpadeInputError, match="fitted for another model"):
+        SpadeModel.from_pretrained(other)
+    shutil.copy(her2st_model / "model.safetensors", other / "model.safetensors")
+    (other / "predictor.safetensors").write_bytes((other / "predictor.safetensors").read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(SpadeInputError, match=r"not the file predictor\.json was written with"):
+        SpadeModel.from_pretrained(other)
+
+
+def test_fit_predictor_refuses_unknown_genes(her2st_model, her2st_root, her2st_features, tmp_path, capsys):
+    fp = ["fit-predictor", "--model", str(her2st_model), "--data", str(her2st_root), "--features", str(her2st_features)]
+    before = (her2st_model / "predictor.json").read_bytes()
+    assert main([*fp, "--genes", "ERBB2", "NOTAGENE1"]) == 1
+    assert "'NOTAGENE1'" in capsys.readouterr().err
+    assert (her2st_model / "predictor.json").read_bytes() == before

@@ -119,3 +119,13 @@ def test_missing_optional_package_names_the_extra():
     with pytest.raises(ImportError, match=r"pip install 'spade-st\[plot\]'"):
         require("surely_not_installed_pkg", "umap-learn", "plot")
     assert require("numpy") is np
+
+
+def test_extract_keeps_patient_and_organ_and_embed_refuses_other_encoders(fitted):
+    samples, adatas, model = fitted
+    a = adatas[samples[0].id]
+    assert a.uns["spade"]["patient"] == samples[0].patient and a.uns["spade"]["organ"] == samples[0].organ
+    other = a.copy()
+    other.obsm["X_resnet50_trunc"] = other.obsm.pop("X_random_cnn")  # same width would pass a shape check
+    with pytest.raises(SpadeInputError, match="takes random_cnn features"):
+        spade.tl.embed(other, model)

@@ -277,4 +277,13 @@ class SpadeModel(nn.Module):
 
         if (folder / head.CONFIG).is_file():
             model.predictor = head.ExpressionPredictor.load(folder)
+            from ..encoders.weights import sha256_file
+
+            fitted_for = model.predictor.info.get("model_sha256")
+            if fitted_for and fitted_for != sha256_file(w_path):
+                msg = (
+                    f"the expression head in {folder} was fitted for another model (model.safetensors changed); "
+                    f"refit it: spade-st fit-predictor --model {folder} --data ROOT --features FEATS/<encoder>"
+                )
+                raise SpadeInputError(msg)
         return model.to(device).eval()

@@ -92,9 +92,12 @@ class ExpressionPredictor:
             k: torch.as_tensor(np.ascontiguousarray(getattr(self, k), np.float32))
             for k in ("weight", "bias", "keys", "values")
         }
+        from ..encoders.weights import sha256_file
+
         atomic_save_safetensors(folder / WEIGHTS, tensors, {"format": "pt"})
         meta = {k: v for k, v in asdict(self).items() if k not in tensors}
-        atomic_write_json(folder / CONFIG, meta)
+        meta["info"] = dict(meta["info"]) | {"weights_sha256": sha256_file(folder / WEIGHTS)}
+        atomic_write_json(folder / CONFIG, meta)  # last: it names the weights it belongs to
         return folder
 
     @classmethod
@@ -109,6 +112,20 @@ class ExpressionPredictor:
                 f"`spade-st fit-predictor --model {folder} --data ROOT --features FEATS/<encoder>`"
             )
             raise SpadeInputError(msg)
+        from ..encoders.weights import sha256_file
+
         meta = json.loads((folder / CONFIG).read_text())
+        want = meta.get("info", {}).get("weights_sha256")
+        if want and sha256_file(folder / WEIGHTS) != want:
+            msg = (
+                f"{folder / WEIGHTS} is not the file {CONFIG} was written with (an interrupted refit?); "
+                f"rerun `spade-st fit-predictor --model {folder} ...`"
+            )
+            raise SpadeInputError(msg)
         arrays = load_file(str(folder / WEIGHTS))
-        return cls(**meta, **{k: arrays[k] for k in ("weight", "bias", "keys", "values")})
+        head = cls(**meta, **{k: arrays[k] for k in ("weight", "bias", "keys", "values")})
+        g = len(head.genes)
+        if head.weight.shape[1] != g or head.bias.shape != (g,) or head.values.shape != (len(head.keys), g):
+            msg = f"{folder / WEIGHTS} does not match the {g} genes of {CONFIG}; refit with `spade-st fit-predictor`"
+            raise SpadeInputError(msg)
+        return head

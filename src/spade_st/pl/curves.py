@@ -10,12 +10,13 @@ from ._util import categorical_colors, finish, plt
 
 def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
     """Elbow (standardised WCSS) and silhouette vs k; spots and organs (groups) per expert."""
-    organs = "groups" in qc and qc["groups"].max() > 1  # one organ per expert everywhere: nothing to draw
-    n = (2 if choose_k is not None and len(choose_k) else 1) + organs
+    organs = bool("groups" in qc and qc["groups"].max() > 1)  # one organ per expert everywhere: nothing to draw
+    elbow = choose_k is not None and len(choose_k) > 0
+    n = 1 + elbow + organs
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     axes = axes[0]
     i = 0
-    if n == 3:
+    if elbow:
         ax = axes[0]
         ax.plot(choose_k["k"], choose_k["wcss_std"], "o-", label="WCSS (standardised)")
         ax2 = ax.twinx()

@@ -41,14 +41,21 @@ def embedding(adata, basis: str = "X_spade", color: str = "sample", *, title=Non
     """Scatter of the UMAP of ``obsm[basis]`` coloured by the categorical ``color`` (an obs column, or
     ``"expert"`` for the dominant expert); returns the Axes.
 
-    The 2-D coordinates are cached in ``obsm['X_umap_<basis>']`` and reused by later calls.
+    The 2-D coordinates are cached in ``obsm['X_umap_<basis>']`` and reused while the embedding and ``seed`` are
+    unchanged (a fingerprint in ``uns['spade_umap']``).
     """
+    if basis not in adata.obsm and f"X_{basis}" in adata.obsm:  # "spade" for "X_spade", as scanpy
+        basis = f"X_{basis}"
     if basis not in adata.obsm:
         msg = f"obsm has no {basis!r} (has: {sorted(adata.obsm)}); run spade_st.tl.embed first"
         raise SpadeInputError(msg)
     cache = "X_umap_" + basis.removeprefix("X_")
-    if cache not in adata.obsm or len(adata.obsm[cache]) != adata.n_obs:
-        adata.obsm[cache] = umap_coords(np.asarray(adata.obsm[basis]), seed)
+    x = np.asarray(adata.obsm[basis])
+    stamp = f"{x.shape}:{float(np.asarray(x[:256], np.float64).sum()):.6g}:seed{seed}"  # which embedding it shows
+    stamps = adata.uns.setdefault("spade_umap", {})
+    if cache not in adata.obsm or stamps.get(cache) != stamp:
+        adata.obsm[cache] = umap_coords(x, seed)
+        stamps[cache] = stamp
     xy = np.asarray(adata.obsm[cache])
     labels = _labels(adata, color)
     fig, ax = get_ax(ax, (5.5, 5))

@@ -111,7 +111,9 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     with s.wsi() as slide:
         thumb = slide.get_thumbnail(900)
         scale = slide.dimensions[0] / thumb.shape[1]
-    spot = 55.0 / s.pixel_size_um  # spot diameter (µm) in level-0 px
+    diameter = s.meta.get("spot_diameter")
+    diameter = float(diameter) if diameter is not None and float(diameter) > 0 else 55.0  # µm; Visium's if unknown
+    spot = diameter / s.pixel_size_um  # in level-0 px
     allspots = _spade_adata(samples, cfg.embeddings, feat_dir)
     one = allspots[allspots.obs["sample"] == show].copy()
     one.obsm["spatial"] = np.asarray(s.adata[[n.split(":", 1)[1] for n in one.obs_names]].obsm["spatial"])

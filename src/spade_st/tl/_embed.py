@@ -30,7 +30,12 @@ def _model(model):
 def _features(adata, model, features_key):
     key = features_key or K.features_key(model.config.encoder)
     if key not in adata.obsm:
-        key = features_key_of(adata, features_key)
+        found = features_key_of(adata, features_key)
+        msg = (
+            f"this model takes {model.config.encoder} features (obsm[{key!r}]) but the AnnData has {found!r}; "
+            f"extract {model.config.encoder} features, or pass features_key= if they are stored under another name"
+        )
+        raise SpadeInputError(msg)
     x = np.asarray(adata.obsm[key], np.float32)
     if x.shape[1] != model.config.feature_dim:
         msg = (
@@ -54,6 +59,7 @@ def embed(adata, model, *, features_key: str | None = None, key_added: str = K.S
     z, w = m.embed(x, return_weights=True, **kwargs)
     a.obsm[key_added] = z
     a.obsm[WEIGHTS_KEY] = w
+    a.obsm.pop("X_umap_" + key_added.removeprefix("X_"), None)  # a UMAP of the previous embedding
     cfg = asdict(m.config)
     a.uns[K.UNS] = dict(a.uns.get(K.UNS, {})) | {
         "version": __version__,

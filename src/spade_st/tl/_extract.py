@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._progress import progress as tqdm
-from .._validation import SpadeInputError
+from .._validation import DataWarning, SpadeInputError
 
 VISIUM_SPOT_UM = 55.0  #: Visium spot diameter, for images that carry only scanpy's scale factors
 
@@ -72,6 +72,9 @@ def _open_image(adata, img, pixel_size_um, library_id):
         return ArrayWSI(Path("uns_spatial_hires"), [arr], px, "array"), centers * scale
     if isinstance(img, WSI):
         if pixel_size_um is not None:
+            import copy
+
+            img = copy.copy(img)  # the caller's slide keeps its own pixel size
             img._pixel_size = float(pixel_size_um)
         return img, centers
     if isinstance(img, np.ndarray):
@@ -128,7 +131,8 @@ def extract(
         a = data.adata[list(map(str, bcs))].copy()
         batches = (pf.read(i, i + batch_size) for i in range(0, n, batch_size))
         a.obsm[key] = _run(enc, batches, n, progress, f"extract {data.id}")
-        a.uns.setdefault(K.UNS, {})["sample_id"] = data.id
+        # what tl.fit needs for the patient-disjoint, per-organ split
+        a.uns[K.UNS] = dict(a.uns.get(K.UNS, {})) | {"sample_id": data.id, "patient": data.patient, "organ": data.organ}
         return a
     if K.SPATIAL not in getattr(data, "obsm", {}):
         msg = "extract needs an AnnData with obsm['spatial'] (spot centres in pixels) or a HestSample"
@@ -142,6 +146,7 @@ def extract(
         warnings.warn(
             f"the image has {wsi.pixel_size_um:.2f} µm/px: patches at 0.5 µm/px are upsampled {up:.1f}x and carry "
             "less detail than the encoder expects; use the full-resolution H&E if you have it",
+            DataWarning,
             stacklevel=2,
         )
     a.obsm[key] = _run(enc, iter_patches(wsi, centers, batch=batch_size), a.n_obs, progress, "extract")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._atomic import atomic_path
-from .._validation import SpadeInputError
+from .._validation import DataWarning, SpadeInputError
 
 
 def _tile_side(attrs: dict, level0_um: float | None) -> float | None:
@@ -44,7 +45,7 @@ def read_features(path, encoder: str | None = None, level0_um: float | None = No
     fs = read_file(path)
     enc = encoder or str(fs.attrs.get("encoder") or "") or None
     if enc is None:
-        msg = f"{path} does not name its encoder (attribute 'encoder'); pass --encoder / encoder="
+        msg = f"{path} does not name its encoder (TRIDENT files do not); pass --encoder NAME (encoder= in Python)"
         raise SpadeInputError(msg)
     names = fs.barcode.astype(str) if fs.barcode is not None else np.array([f"tile_{i}" for i in range(len(fs))])
     a = ad.AnnData(obs=pd.DataFrame(index=pd.Index(names)))
@@ -52,6 +53,13 @@ def read_features(path, encoder: str | None = None, level0_um: float | None = No
     side = _tile_side(fs.attrs, level0_um)
     if fs.coords is not None:
         c = np.asarray(fs.coords, np.float64).reshape(len(fs), -1)[:, :2]
+        if side is None:
+            warnings.warn(
+                f"{path}: the tile size cannot be told (no patch_size_level0, no magnifications, no slide pixel "
+                "size), so obsm['spatial'] holds the tiles' top-left corners, not their centres; pass the slide",
+                DataWarning,
+                stacklevel=2,
+            )
         a.obsm[K.SPATIAL] = c + (side / 2 if side else 0.0)
     a.uns[K.UNS] = {"source": str(path), "encoder": enc, "tile_size": side or 0.0, "spots": fs.barcode is not None}
     return a
@@ -65,6 +73,7 @@ class PredictConfig:
     features: list[Path]
     out: Path
     wsi: list[Path] | None = None  #: slides for the maps, matched to feature files by file stem
+    encoder: str | None = None  #: the files' encoder when they do not name it (TRIDENT's)
     genes: list[str] | None = None  #: default: every gene of the head in the h5ad, the 4 most variable in the PNG
     method: str = "ridge"
     pixel_size_um: float | None = None  #: level-0 µm/px of slides that carry none
@@ -101,10 +110,23 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     head = model.predictor or ExpressionPredictor.load(cfg.model)  # no head: the error says how to add one
     head.gene_index(cfg.genes)  # unknown genes refused before any work
     files = [Path(f) for f in cfg.features]
-    for f in files:
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        msg = f"feature files with the same name would overwrite each other's outputs: {sorted(stems)}; rename them"
+        raise SpadeInputError(msg)
+    from ..encoders.features import read_features as read_file
+
+    for f in files:  # every file checked before anything is written
         if not f.is_file():
             msg = f"feature file {f} not found; make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)"
             raise FileNotFoundError(msg)
+        enc = cfg.encoder or str(read_file(f).attrs.get("encoder") or "") or None
+        if enc is None:
+            msg = f"{f} does not name its encoder (TRIDENT files do not); pass --encoder NAME"
+            raise SpadeInputError(msg)
+        if enc != model.config.encoder:
+            msg = f"{f} holds {enc} features; the model takes {model.config.encoder} (extract with that encoder)"
+            raise SpadeInputError(msg)
     slides = {Path(w).stem: Path(w) for w in (cfg.wsi or [])}
     unknown = sorted(set(slides) - {f.stem for f in files})
     if unknown:
@@ -115,10 +137,8 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     written = []
     for f in files:
         wsi = open_wsi(slides[f.stem], pixel_size_um=cfg.pixel_size_um) if f.stem in slides else None
-        adata = read_features(f, level0_um=wsi.pixel_size_um if wsi is not None and wsi.has_pixel_size else None)
-        if adata.uns[K.UNS]["encoder"] != model.config.encoder:
-            msg = f"{f} holds {adata.uns[K.UNS]['encoder']} features; the model takes {model.config.encoder}"
-            raise SpadeInputError(msg)
+        level0 = wsi.pixel_size_um if wsi is not None and wsi.has_pixel_size else None
+        adata = read_features(f, encoder=cfg.encoder, level0_um=level0)
         pred = predict_expression(adata, model, cfg.genes, method=cfg.method, predictor=head)
         pred.uns["spade_prediction"]["features"] = str(f)
         dst = out / f"{f.stem}.h5ad"
@@ -127,9 +147,16 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
         written.append(dst)
         r = _measured_r(Path(cfg.data), f.stem, pred) if cfg.data else None
         if cfg.progress:
-            extra = f"; mean Pearson r vs measured over {pred.n_vars} genes: {r:.3f}" if r is not None else ""
+            seen = (
+                " (a training sample of the head: not a held-out figure)"
+                if f.stem in head.info.get("samples", [])
+                else ""
+            )
+            extra = f"; mean Pearson r vs measured over {pred.n_vars} genes: {r:.3f}{seen}" if r is not None else ""
             print(f"predict: {f.stem}: {pred.n_obs} tiles x {pred.n_vars} genes -> {dst}{extra}", file=sys.stderr)
         if K.SPATIAL not in pred.obsm:
+            if wsi is not None:
+                wsi.close()
             continue
         order = np.argsort(-np.asarray(pred.X).var(0))
         show = list(pred.var_names if cfg.genes else pred.var_names[order[: cfg.n_maps]])

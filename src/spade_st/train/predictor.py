@@ -1,8 +1,9 @@
 """Fitting the model's expression head (:class:`~spade_st.experts.predictor.ExpressionPredictor`) on training spots.
 
 Run at the end of pretraining and by ``spade-st fit-predictor`` (a model without a head, or a head for other
-genes). The rows are the training samples' spots, paired with their features by barcode, subsampled to at
-most ``max_spots`` (seeded) so the fit costs the same at HEST scale as on five sections.
+genes). The rows are the training samples' spots (without pretraining's validation blocks), paired with their
+features by barcode; at most ``max_spots`` of them, split evenly over the samples and chosen before any
+expression is computed, so the fit's memory and time do not grow with the cohort.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ def fit_predictor(
     n_prototypes: int = 512,
     k: int = 8,
     seed: int = 0,
+    model_sha256: str = "",
 ) -> ExpressionPredictor:
-    """Fit both methods on the rows of every sample (``features[i]``, ``targets[i]``, ``coords[i]``)."""
+    """Fit both methods on the rows of every sample (``features[i]``, ``targets[i]``, ``coords[i]``).
+
+    ``model_sha256``: the model file's hash, recorded so that a head is never used with another model.
+    """
     from ..experts.kmeans import kmeans, nearest
 
     if not features or sum(len(f) for f in features) < 10:
@@ -71,6 +76,7 @@ def fit_predictor(
         "samples": sorted(set(map(str, sid))),
         "prototypes": int(filled.sum()),
         "encoder": model.config.encoder,
+        "model_sha256": model_sha256,
     }
     return ExpressionPredictor(
         genes=list(genes), weight=w, bias=b, keys=keys[filled], values=values, k=min(k, int(filled.sum())), info=info
@@ -85,11 +91,29 @@ def fit_predictor_from_root(
     genes: list[str] | None = None,
     progress: bool = True,
     samples=None,
+    exclude: dict | None = None,
+    max_spots: int = 50_000,
+    seed: int = 0,
     **kwargs,
 ) -> ExpressionPredictor:
-    """Fit the head on the samples ``ids`` of a HEST root (default: the model's training samples) and their
-    feature files ``features/<id>.h5``; ``genes`` default to the model's gene panel. ``samples``: in-memory
-    samples to take ``ids`` from instead of the root."""
+    """Fit the head on the samples ``ids`` of a HEST root and their feature files ``features/<id>.h5``.
+
+    Parameters
+    ----------
+    ids
+        Samples to fit on (default: the model's training samples).
+    genes
+        Genes of the head (default: the model's gene panel); a gene absent from every sample is refused.
+    samples
+        In-memory samples to take ``ids`` from instead of the root.
+    exclude
+        ``{sample: barcodes}`` left out (the spatially blocked validation spots of pretraining).
+    max_spots
+        At most ``ceil(max_spots / len(ids))`` spots per sample (seeded) are read and fitted, so the cost does not
+        grow with the cohort.
+    """
+    import zlib
+
     from ..encoders.features import read_features
     from ..io import read_hest
     from ..io.barcodes import match_barcodes
@@ -104,15 +128,25 @@ def fit_predictor_from_root(
     if missing:
         msg = f"no feature files for {missing[:3]} in {features}; point --features at FEATS/<encoder>"
         raise FileNotFoundError(msg)
-    xs, ys, cs = [], [], []
     chosen = read_hest(root, ids=ids) if samples is None else [s for s in samples if s.id in set(ids)]
+    present = set().union(*({canonical(v) for v in s.adata.var_names} for s in chosen))
+    absent = [g for g in genes if g not in present]
+    if absent:
+        msg = f"gene(s) {absent[:5]} are in none of the samples {ids[:5]}; check the names (symbols, any case)"
+        raise SpadeInputError(msg)
+    cap = -(-max_spots // len(chosen))
+    xs, ys, cs = [], [], []
     for s in tqdm(chosen, desc="expression head: read", unit="sample", disable=not progress):
         fs = read_features(features / f"{s.id}.h5")
         pos = match_barcodes(fs.barcode, s.adata.obs_names, f"feature file {features / f'{s.id}.h5'}")
-        xs.append(np.asarray(fs.features, np.float32))
-        ys.append(expression_target(s.adata, genes)[pos])
-        cs.append(np.asarray(s.adata.obsm["spatial"], np.float64)[pos])
-    head = fit_predictor(model, xs, ys, cs, ids, genes, **kwargs)
+        keep = ~np.isin(np.asarray(fs.barcode).astype(str), list(map(str, (exclude or {}).get(s.id, []))))
+        rows = np.flatnonzero(keep)
+        if len(rows) > cap:  # seeded per sample: the same rows whatever the other samples are
+            rows = np.sort(np.random.default_rng([seed, zlib.crc32(s.id.encode())]).choice(rows, cap, replace=False))
+        xs.append(np.asarray(fs.features, np.float32)[rows])
+        ys.append(expression_target(s.adata[pos[rows]], genes))
+        cs.append(np.asarray(s.adata.obsm["spatial"], np.float64)[pos[rows]])
+    head = fit_predictor(model, xs, ys, cs, [s.id for s in chosen], genes, max_spots=max_spots, seed=seed, **kwargs)
     if progress:
         print(
             f"expression head: {len(genes)} genes, ridge alpha {head.info['alpha']:g} "

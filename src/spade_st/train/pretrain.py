@@ -403,10 +403,24 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
         model.save_pretrained(cfg.out)
         atomic_write_text(cfg.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
         if cfg.predictor and (cfg.data is not None or samples is not None) and cfg.features is not None:
+            from ..encoders.weights import sha256_file
+            from ..io import read_hest
             from .predictor import fit_predictor_from_root
 
+            by_id = {s.id: s for s in samples} if samples is not None else {s.id: s for s in read_hest(cfg.data)}
+            blocks = {
+                sid: by_id[sid].adata.obs_names[split.block_mask(sid, by_id[sid].adata.obsm["spatial"])]
+                for sid in split.val_blocks
+            }
             head = fit_predictor_from_root(
-                model, cfg.data, cfg.features, split.train, progress=cfg.progress, samples=samples
+                model,
+                cfg.data,
+                cfg.features,
+                split.train,
+                progress=cfg.progress,
+                samples=list(by_id.values()),
+                exclude=blocks,
+                model_sha256=sha256_file(cfg.out / "model.safetensors"),
             )
             head.save(cfg.out)
     barrier(info)
