@@ -38,8 +38,22 @@ def _labels(adata, color: str) -> np.ndarray:
 
 
 def embedding(adata, basis: str = "X_spade", color: str = "sample", *, title=None, seed=0, s=6, ax=None, save=None):
-    """Scatter of the UMAP of ``obsm[basis]`` coloured by the categorical ``color`` (an obs column, or
-    ``"expert"`` for the dominant expert); returns the Axes.
+    """Scatter of the UMAP of ``obsm[basis]`` coloured by a category.
+
+    Parameters
+    ----------
+    adata
+        Rows with ``obsm[basis]``.
+    basis
+        ``obsm`` key (``"spade"`` stands for ``"X_spade"``).
+    color
+        An ``obs`` column, or ``"expert"`` (the dominant expert of ``obsm['spade_expert_weights']``).
+    title, seed, s, ax, save
+        Title, UMAP seed, marker size, an existing Axes, a file to write.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
 
     The 2-D coordinates are cached in ``obsm['X_umap_<basis>']`` and reused while the embedding and ``seed`` are
     unchanged (a fingerprint in ``uns['spade_umap']``).

@@ -93,9 +93,24 @@ def spatial(
     cmap: str = "viridis",
     save=None,
 ):
-    """One panel per gene or numeric ``obs`` column in ``color`` over the tissue; returns the Figure.
+    """One panel per gene or numeric ``obs`` column over the tissue, each on its own colour scale.
 
-    ``tile_size`` (level-0 px) draws square tiles (slides tiled by ``extract-wsi``) instead of spot discs.
+    Parameters
+    ----------
+    adata
+        Rows with ``obsm['spatial']`` (level-0 px), e.g. :func:`spade_st.tl.predict_expression`'s output.
+    color
+        A gene (any case) or numeric ``obs`` column, or a list of them.
+    img, scale
+        RGB thumbnail and level-0 pixels per thumbnail pixel (module doc).
+    spot_size, tile_size
+        Disc diameter or square side in level-0 px (default: discs of 0.9 x the spacing).
+    ncols, title, cmap, save
+        Layout, figure title, colour map, file to write.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     keys = [color] if isinstance(color, str) else list(color)
     xy = _xy(adata, scale)
@@ -117,9 +132,23 @@ def spatial(
 
 
 def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spot_size=None, save=None):
-    """Measured (top row, log1p CP10k of ``adata``'s counts) and ``predicted`` (bottom row, an AnnData from
-    :func:`spade_st.tl.predict_expression` with the same obs names) expression of ``genes``; each panel has its
-    own colour scale and the predicted panel's title gives Pearson r. Returns the Figure."""
+    """Measured and predicted expression of ``genes``, side by side on the tissue.
+
+    Parameters
+    ----------
+    adata
+        The sample with raw counts in ``X`` (top row: their log1p counts per 10k).
+    predicted
+        :func:`spade_st.tl.predict_expression` output for spots of ``adata`` (same obs names; bottom row).
+    genes
+        Genes to draw (any case; default: the first three of ``predicted``).
+    img, scale, spot_size, save
+        As :func:`spatial`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure: each panel on its own colour scale; the predicted panels' titles give Pearson r.
+    """
     from ..genes import expression_target
     from ..genes.ridge import pearson_per_gene
 
@@ -144,8 +173,19 @@ def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spo
 
 
 def routing_map(adata, *, img=None, scale: float = 1.0, spot_size=None, title: str = "", ax=None, save=None):
-    """Dominant expert per spot (colour) and its weight (opacity) from ``obsm['spade_expert_weights']``
-    (written by :func:`spade_st.tl.embed`); returns the Axes."""
+    """Dominant expert per spot (colour) and its weight (opacity).
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm['spade_expert_weights']`` (from :func:`spade_st.tl.embed`) and ``obsm['spatial']``.
+    img, scale, spot_size, title, ax, save
+        As :func:`spatial`; ``ax`` draws into an existing Axes.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
     key = "spade_expert_weights"
     if key not in adata.obsm:
         msg = f"the AnnData has no obsm[{key!r}]; run spade_st.tl.embed(adata, model) first"

@@ -47,11 +47,28 @@ def _features(adata, model, features_key):
 
 
 def embed(adata, model, *, features_key: str | None = None, key_added: str = K.SPADE, copy: bool = False, **kwargs):
-    """SPADE embeddings of every row into ``obsm[key_added]``, routing weights into
-    ``obsm['spade_expert_weights']`` and the model's settings into ``uns['spade']``.
+    """SPADE embeddings of every row.
 
-    ``model``: a :class:`~spade_st.experts.SpadeModel` or a model folder; ``kwargs`` go to
-    :meth:`SpadeModel.embed` (``tau_r``, ``topk``, ``batch_size``). Returns None, or the copy with ``copy=True``.
+    Parameters
+    ----------
+    adata
+        Spots or tiles with the model's encoder features in ``obsm['X_<encoder>']``.
+    model
+        A :class:`~spade_st.experts.SpadeModel` or a model folder.
+    features_key
+        ``obsm`` key of the features (default ``X_<the model's encoder>``); features of another encoder are
+        refused.
+    key_added
+        ``obsm`` key of the embeddings.
+    copy
+        Work on and return a copy.
+    **kwargs
+        To :meth:`SpadeModel.embed` (``tau_r``, ``topk``, ``batch_size``).
+
+    Returns
+    -------
+    None (or the copy): ``obsm[key_added]`` (N, embed_dim), ``obsm['spade_expert_weights']`` (N, E) and
+    ``uns['spade']`` (encoder, experts, output, tau_r, version, model folder, the model's config as JSON).
     """
     m, folder = _model(model)
     a = adata.copy() if copy else adata

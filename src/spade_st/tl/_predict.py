@@ -35,8 +35,22 @@ def _tile_side(attrs: dict, level0_um: float | None) -> float | None:
 
 
 def read_features(path, encoder: str | None = None, level0_um: float | None = None):
-    """A feature file as AnnData: ``obsm['X_<encoder>']``, ``obsm['spatial']`` (tile centres, level-0 px),
-    obs names = the file's barcodes (spots) or ``tile_<i>``; ``uns['spade']['tile_size']`` (level-0 px)."""
+    """A feature file (ours or TRIDENT's) as AnnData.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file.
+    encoder
+        Its encoder, for files that do not name it (TRIDENT's).
+    level0_um
+        The slide's level-0 µm/px, when the file's attributes do not give the tile size.
+
+    Returns
+    -------
+    anndata.AnnData: ``obsm['X_<encoder>']``, ``obsm['spatial']`` (tile centres, level-0 px), obs names = the
+    file's barcodes (spots) or ``tile_<i>``, ``uns['spade']`` (source, encoder, tile_size in level-0 px, spots).
+    """
     import anndata as ad
     import pandas as pd
 
