@@ -153,6 +153,7 @@ def _cmd_predict(args) -> int:
 
 def _cmd_fit_predictor(args) -> int:
     from .experts.model import SpadeModel
+    from .io.runs import ModelLayout
     from .train.predictor import fit_predictor_from_root
 
     model = SpadeModel.from_pretrained(args.model)
@@ -164,7 +165,7 @@ def _cmd_fit_predictor(args) -> int:
         args.features,
         args.ids,
         args.genes,
-        model_sha256=sha256_file(args.model / "model.safetensors"),
+        model_sha256=sha256_file(ModelLayout(args.model).weights),
     )
     head.save(args.model)
     print(f"expression head ({len(head.genes)} genes) written to {args.model}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_write_text
+from .io.runs import ModelLayout, RunLayout
 from .train.splits import held_out
 
 
@@ -48,7 +49,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     from .train.pretrain import pretrain
 
     out = Path(cfg.out)
-    data, feats, model, emb = out / "data", out / "features", out / "model", out / "embeddings"
+    run = RunLayout(out)
+    data, feats, model, emb = run.data, run.features(), run.model, run.embeddings
     log: list[str] = []
 
     def make_data():
@@ -69,14 +71,14 @@ def run_demo(cfg: DemoConfig) -> Path:
     _stage(log, "pretrain", lambda: pretrain(pcfg))
     _stage(log, "embed", lambda: embed_features(EmbedConfig(model=model, features=feats / cfg.encoder, out=emb)))
     table = _stage(log, "gene prediction", lambda: _gene_check(data, feats / cfg.encoder, emb, model))
-    _stage(log, "few-shot", lambda: _fewshot(data, feats / cfg.encoder, emb, model, out / "results"))
+    _stage(log, "few-shot", lambda: _fewshot(data, feats / cfg.encoder, emb, model, run.results))
     _stage(log, "clustering k scan", lambda: _choose_k(model))
     from ._atomic import atomic_write_text
     from .pl.report import write_report
 
-    (out / "results").mkdir(exist_ok=True)
+    run.results.mkdir(exist_ok=True)
     atomic_write_text(
-        out / "results" / "gene_prediction.csv",
+        run.results / "gene_prediction.csv",
         "embedding,mean_pearson\n" + "".join(f"{n},{v:.4f}\n" for n, v in table),
     )
     write_steps(out, log, table)
@@ -95,7 +97,7 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
     from .eval.stats import summarise
     from .io import read_hest
 
-    ids = held_out(json.loads((model / "split.json").read_text()))
+    ids = held_out(json.loads(ModelLayout(model).split.read_text()))
     by = {s.id: s for s in read_hest(data, ids=ids)}
     rows = []
     for name, src in (("raw", feats), ("spade", emb)):
@@ -114,10 +116,10 @@ def _choose_k(model: Path) -> None:
     from .experts import choose_k
     from .train.store import open_store
 
-    store = open_store(model / "store")
+    store = open_store(ModelLayout(model).store)
     rows = np.random.default_rng(0).permutation(len(store))[:3000]
     df = choose_k(np.asarray(store.features[np.sort(rows)], np.float32), ks=(2, 4, 8, 16, 32))
-    atomic_write_text(model / "choose_k.csv", df.to_csv(index=False))
+    atomic_write_text(ModelLayout(model).choose_k, df.to_csv(index=False))
 
 
 def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[str, float]]:
@@ -130,8 +132,8 @@ def _gene_check(data: Path, feats: Path, emb: Path, model: Path) -> list[tuple[s
     from .genes.ridge import mean_pearson, ridge_cv
     from .io import read_hest
 
-    split = json.loads((model / "split.json").read_text())
-    panel = GenePanel.from_json(model / "panel.json")
+    split = json.loads(ModelLayout(model).split.read_text())
+    panel = GenePanel.from_json(ModelLayout(model).panel)
     by = {s.id: s for s in read_hest(data)}
     rows = []
     for name, src in (("raw features", feats), ("SPADE", emb)):

@@ -14,6 +14,7 @@ from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 from ..encoders._dist import DistInfo, default_device
 from ..encoders.features import FeatureSet, is_finished, read_features, write_features
+from ..io.runs import ModelLayout
 from .model import SpadeModel
 
 
@@ -52,7 +53,7 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
     from .._atomic import atomic_write_json
     from ..encoders.weights import sha256_file
 
-    model_sha = sha256_file(Path(cfg.model) / "model.safetensors")
+    model_sha = sha256_file(ModelLayout(cfg.model).weights)
     expect = {
         "model_sha256": model_sha,
         "topk": cfg.topk if cfg.topk else 0,

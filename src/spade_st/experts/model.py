@@ -13,11 +13,12 @@ from torch import nn
 from .. import __version__
 from .._atomic import atomic_save_safetensors, atomic_write_json
 from .._validation import SpadeInputError
+from ..io.runs import ModelLayout
 from .heads import StackedHeads
 from .router import mix_experts, route_weights
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+WEIGHTS = ModelLayout.WEIGHTS
+CONFIG = ModelLayout.CONFIG
 OUTPUTS = ("spade", "residual", "concat")
 
 

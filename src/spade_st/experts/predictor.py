@@ -23,9 +23,10 @@ import numpy as np
 
 from .._atomic import atomic_save_safetensors, atomic_write_json
 from .._validation import SpadeInputError, did_you_mean
+from ..io.runs import ModelLayout
 
-WEIGHTS = "predictor.safetensors"
-CONFIG = "predictor.json"
+WEIGHTS = ModelLayout.HEAD_WEIGHTS
+CONFIG = ModelLayout.HEAD_CONFIG
 METHODS = ("ridge", "knn")
 TARGET = "log1p(counts per 10k)"
 

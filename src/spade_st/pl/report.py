@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import __version__
 from .._atomic import atomic_write_text
+from ..io.runs import ModelLayout, RunLayout
 
 PACKAGES = ("torch", "numpy", "scanpy", "anndata", "timm", "faiss-cpu", "scikit-learn", "openslide-bin", "matplotlib")
 
@@ -47,13 +48,13 @@ class ReportConfig:
     progress: bool = True
 
     def resolved(self) -> ReportConfig:
-        run = Path(self.run)
+        run = RunLayout(self.run)
         return ReportConfig(
-            run=run,
-            data=Path(self.data) if self.data else run / "data",
+            run=run.root,
+            data=Path(self.data) if self.data else run.data,
             features=Path(self.features) if self.features else None,
-            model=Path(self.model) if self.model else run / "model",
-            embeddings=Path(self.embeddings) if self.embeddings else run / "embeddings",
+            model=Path(self.model) if self.model else run.model,
+            embeddings=Path(self.embeddings) if self.embeddings else run.embeddings,
             progress=self.progress,
         )
 
@@ -96,7 +97,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     figs: dict[str, Path] = {}
     skipped: list[str] = []
     fig_dir.mkdir(parents=True, exist_ok=True)
-    if not (cfg.model / "config.json").is_file():
+    if not ModelLayout(cfg.model).config.is_file():
         return figs, [f"every model figure: no model at {cfg.model} (pass --model)"]
     if not cfg.embeddings.is_dir():
         return figs, [f"every embedding figure: no embeddings folder {cfg.embeddings} (pass --embeddings)"]
@@ -104,7 +105,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         return figs, [f"every tissue figure: no data root {cfg.data} (pass --data)"]
     model = SpadeModel.from_pretrained(cfg.model)
     split = model.config.split
-    feat_dir = cfg.features or cfg.run / "features" / model.config.encoder
+    feat_dir = cfg.features or RunLayout(cfg.run).features(model.config.encoder)
     samples = {s.id: s for s in read_hest(cfg.data)}
     show = next((i for i in held_out(split) if (cfg.embeddings / f"{i}.h5").is_file()), split["train"][0])
     s = samples[show]
@@ -164,15 +165,15 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         p = fig_dir / "gene_maps.png"
         gene_maps(held, pa, top, img=thumb, scale=scale, spot_size=spot, save=p)
         figs[f"Measured vs predicted expression ({show}, held out; the model's expression head)"] = p
-    qc_path = cfg.model / "clustering_qc.csv"
+    qc_path, ck_path = ModelLayout(cfg.model).clustering_qc, ModelLayout(cfg.model).choose_k
     if qc_path.is_file():
-        ck = pd.read_csv(cfg.model / "choose_k.csv") if (cfg.model / "choose_k.csv").is_file() else None
+        ck = pd.read_csv(ck_path) if ck_path.is_file() else None
         p = fig_dir / "clustering_qc.png"
         clustering_qc(ck, pd.read_csv(qc_path), save=p)
         figs["Clustering QC"] = p
     else:
         skipped.append(f"clustering QC: no {qc_path}")
-    fs = cfg.run / "results" / "fewshot.csv"
+    fs = RunLayout(cfg.run).results / "fewshot.csv"
     if fs.is_file():
         p = fig_dir / "fewshot_curves.png"
         fewshot_curves(pd.read_csv(fs), save=p, title="few-shot region classification (held-out samples)")
@@ -199,7 +200,7 @@ def _header(cfg: ReportConfig) -> list[str]:
         lines.append(f"Data: {cfg.data} ({kind}; {len(table)} samples; {', '.join(titles) or 'no dataset title'})")
     except (FileNotFoundError, ValueError):
         lines.append(f"Data: {cfg.data} (not readable)")
-    cfg_path = cfg.model / "config.json"
+    cfg_path = ModelLayout(cfg.model).config
     if cfg_path.is_file():
         split = json.loads(cfg_path.read_text()).get("split", {})
         lines.append(
@@ -229,11 +230,12 @@ def write_report(run) -> Path:
         for t in skipped:
             print(f"report: skipped {t}", file=sys.stderr)
     tables = (
-        {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted((run / "results").glob("*.csv"))}
-        if (run / "results").is_dir()
+        {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted(RunLayout(run).results.glob("*.csv"))}
+        if RunLayout(run).results.is_dir()
         else {}
     )
-    config = json.loads((cfg.model / "config.json").read_text()) if (cfg.model / "config.json").is_file() else {}
+    model_cfg = ModelLayout(cfg.model).config
+    config = json.loads(model_cfg.read_text()) if model_cfg.is_file() else {}
     config.pop("genes", None)
     vers = _versions()
     when = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -24,6 +24,7 @@ from .._validation import DataWarning, SpadeInputError
 from ..encoders._dist import barrier, default_device, init_distributed
 from ..experts.clustering import TwoStageClustering
 from ..experts.model import SpadeConfig, SpadeModel
+from ..io.runs import ModelLayout
 from ._malloc import keep_freed_memory
 from .checkpoint import config_hash, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
@@ -78,7 +79,8 @@ def prepare(cfg: PretrainConfig, samples=None):
 
     out = cfg.out
     samples = read_hest(cfg.data) if samples is None else list(samples)
-    split_path = out / "split.json"
+    lay = ModelLayout(out)
+    split_path = lay.split
     split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
     groups = {str(by_id[i].meta.get(cfg.group_key)) for i in split.train}
@@ -93,12 +95,12 @@ def prepare(cfg: PretrainConfig, samples=None):
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "pretrain_config.json", cfg.to_dict() | {"version": __version__})
+    atomic_write_json(lay.pretrain_config, cfg.to_dict() | {"version": __version__})
     atomic_write_json(split_path, split.to_dict())
     if cfg.progress:
         for group, reason in split.reasons.items():
             print(f"split [{group}]: {reason}", file=sys.stderr)
-    panel_path = out / "panel.json"
+    panel_path = lay.panel
     if panel_path.is_file():
         panel = GenePanel.from_json(panel_path)
     else:
@@ -110,7 +112,7 @@ def prepare(cfg: PretrainConfig, samples=None):
         used,
         cfg.features,
         panel,
-        out / "store",
+        lay.store,
         cfg.encoder,
         cfg.group_key,
         cfg.store_dtype,
@@ -149,7 +151,7 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
     The features are read from the store group by group and in chunks (never all at once), so the memory
     this takes does not grow with the number of spots. ``block_barcodes``: see :func:`split_rows`.
     """
-    clu_path = cfg.out / "clustering.npz"
+    clu_path = ModelLayout(cfg.out).clustering
     if clu_path.is_file():
         return
     tr, va = split_rows(store, split, block_barcodes)
@@ -185,7 +187,7 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
                 DataWarning,
                 stacklevel=2,
             )
-    atomic_write_text(cfg.out / "clustering_qc.csv", qc.to_csv(index=False))
+    atomic_write_text(ModelLayout(cfg.out).clustering_qc, qc.to_csv(index=False))
     with atomic_path(clu_path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -233,15 +235,16 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
     device = torch.device(default_device(info, cfg.device))
     if device.type == "cpu":
         keep_freed_memory()
-    missing = [n for n in ("split.json", "panel.json", "store", "clustering.npz") if not (cfg.out / n).exists()]
+    lay = ModelLayout(cfg.out)
+    missing = [p.name for p in lay.prepared if not p.exists()]
     if missing:
         msg = f"{cfg.out} is not a prepared pretraining folder (missing {missing}); run `spade-st pretrain` on it"
         raise SpadeInputError(msg)
-    split = Split(**json.loads((cfg.out / "split.json").read_text()))
-    panel = GenePanel.from_json(cfg.out / "panel.json")
-    store = open_store(cfg.out / "store")
+    split = Split(**json.loads(lay.split.read_text()))
+    panel = GenePanel.from_json(lay.panel)
+    store = open_store(lay.store)
     cfg.encoder = cfg.encoder or store.encoder
-    clu = dict(np.load(cfg.out / "clustering.npz"))
+    clu = dict(np.load(lay.clustering))
     E = int(clu["centroid_expert"].max()) + 1
     train_rows, val_rows = _expert_rows(clu, E)
     mcfg = SpadeConfig(
@@ -283,7 +286,7 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
     batches = ExpertBatches(train_rows, cfg.batch_size, cfg.seed)
     total = torch.as_tensor(batches.steps * cfg.epochs)
     shared_total = torch.as_tensor([batches.n_steps * cfg.epochs])  # parameters shared by the experts
-    ckpt_dir = cfg.out / "checkpoints"
+    ckpt_dir = lay.checkpoints
     chash = config_hash(mcfg.train | {"genes": mcfg.genes, "E": E})
     state = load_checkpoint(ckpt_dir, model, opt, chash)
     if state is not None and cfg.progress and info.is_main:
@@ -401,7 +404,7 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
             "world_size": info.world_size,
         }
         model.save_pretrained(cfg.out)
-        atomic_write_text(cfg.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
+        atomic_write_text(lay.history, pd.DataFrame(state["history"]).to_csv(index=False))
         if cfg.predictor and (cfg.data is not None or samples is not None) and cfg.features is not None:
             from ..encoders.weights import sha256_file
             from ..io import read_hest
@@ -420,7 +423,7 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
                 progress=cfg.progress,
                 samples=list(by_id.values()),
                 exclude=blocks,
-                model_sha256=sha256_file(cfg.out / "model.safetensors"),
+                model_sha256=sha256_file(lay.weights),
             )
             head.save(cfg.out)
     barrier(info)
