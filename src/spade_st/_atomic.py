@@ -91,6 +91,14 @@ def atomic_save_safetensors(
             maybe_die(fault_point)
 
 
+def plain(obj) -> dict:
+    """The JSON-ready form of a config (a dataclass or a mapping): paths as strings, NumPy values as Python
+    values. The one way spade-st serialises its configs."""
+    from dataclasses import asdict, is_dataclass
+
+    return json.loads(json.dumps(asdict(obj) if is_dataclass(obj) else dict(obj), default=_json_default))
+
+
 def _json_default(o):
     import numpy as np
 

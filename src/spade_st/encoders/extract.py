@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from .. import _keys as K
-from .._atomic import TMP_PREFIX, atomic_write_json
+from .._atomic import TMP_PREFIX, atomic_write_json, plain
 from .._progress import progress as tqdm
 from ._dist import barrier, default_device, init_distributed, shard
 from .features import FeatureSet, is_finished, write_features
@@ -142,8 +142,7 @@ def extract(cfg: ExtractConfig) -> list[Path]:
     if info.is_main:
         atomic_write_json(
             out_dir / "extract_config.json",
-            {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-            | {"weights_sha256": encoder.weights_sha256, "spade_st_version": __version__},
+            plain(cfg) | {"weights_sha256": encoder.weights_sha256, "spade_st_version": __version__},
         )
     barrier(info)
     return paths

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import __version__
 from .. import _keys as K
-from .._atomic import atomic_path
+from .._atomic import atomic_path, plain
 from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 from ..encoders._dist import DistInfo, default_device
@@ -96,9 +96,7 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
             )
         if cfg.adata:
             _put_in_adata(Path(cfg.data), f.stem, dst, model, out / f"{f.stem}.h5ad")
-    atomic_write_json(
-        out / "embed_config.json", {k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()} | expect
-    )
+    atomic_write_json(out / "embed_config.json", plain(cfg) | expect)
     return written
 
 

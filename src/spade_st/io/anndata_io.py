@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys as K
+from .._atomic import plain
 from .._validation import SpadeInputError, require_file
 from .writer import SampleMeta, write_sample
 from .wsi import load_full_image
@@ -110,6 +111,6 @@ def convert_anndata(cfg: AnnDataConfig, progress: bool = True) -> Path:
         px,
         meta,
         overwrite=cfg.overwrite,
-        source={k: str(v) for k, v in vars(cfg).items()},
+        source=plain(cfg),
         progress=progress,
     )

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _keys as K
+from .._atomic import plain
 from .._validation import DataWarning, SpadeInputError, require_file
 from .writer import SampleMeta, write_sample
 from .wsi import read_image
@@ -112,7 +113,7 @@ def convert_her2st(cfg: Her2stConfig, progress: bool = True) -> Path:
         disease_state="Cancer",
         dataset_title="her2st",
     )
-    source = {k: str(v) for k, v in vars(cfg).items()}
+    source = plain(cfg)
     return write_sample(
         cfg.out,
         cfg.sample_id,

@@ -13,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import _keys as K
+from .._atomic import plain
 from .._validation import SpadeInputError, require_file
 from .anndata_io import merge_duplicate_genes
 from .writer import SampleMeta, write_sample
@@ -146,6 +147,6 @@ def convert_visium(cfg: VisiumConfig, progress: bool = True) -> Path:
         px,
         meta,
         overwrite=cfg.overwrite,
-        source={k: str(v) for k, v in vars(cfg).items()},
+        source=plain(cfg),
         progress=progress,
     )

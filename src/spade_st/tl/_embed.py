@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
 from .. import _keys as K
+from .._atomic import plain
 from .._validation import SpadeInputError
 from ._fit import features_key_of
 
@@ -77,7 +77,7 @@ def embed(adata, model, *, features_key: str | None = None, key_added: str = K.S
     a.obsm[key_added] = z
     a.obsm[WEIGHTS_KEY] = w
     a.obsm.pop("X_umap_" + key_added.removeprefix("X_"), None)  # a UMAP of the previous embedding
-    cfg = asdict(m.config)
+    cfg = plain(m.config)
     a.uns[K.UNS] = dict(a.uns.get(K.UNS, {})) | {
         "version": __version__,
         "model": folder or "",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._atomic import plain
 from .._validation import SpadeInputError, coerce_fields, did_you_mean, read_yaml_mapping
 
 
@@ -85,7 +86,7 @@ class PretrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        return plain(self)
 
     def training_key(self) -> dict:
         """The settings a checkpoint must share to be resumed (paths, device and progress may change)."""
