@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from spade_st.encoders._dist import DistInfo
+from spade_st._dist import DistInfo
 from spade_st.experts import SpadeConfig, SpadeModel
 from spade_st.train.loop import allreduce_grads, expert_losses
 

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from .. import __version__
 from .. import _keys as K
 from .._atomic import TMP_PREFIX, atomic_write_json, plain
+from .._dist import barrier, default_device, init_distributed, shard
 from .._progress import progress as tqdm
-from ._dist import barrier, default_device, init_distributed, shard
 from .features import FeatureSet, is_finished, write_features
 from .registry import create_encoder
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._dist import barrier, default_device, init_distributed, shard
 from .._keys import PATCH_PIXEL_SIZE_UM, PATCH_SIZE
 from .._progress import progress as tqdm
-from ._dist import barrier, default_device, init_distributed, shard
 from .features import FeatureSet, is_finished, write_features
 from .registry import create_encoder
 

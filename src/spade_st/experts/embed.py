@@ -10,9 +10,9 @@ import numpy as np
 from .. import __version__
 from .. import _keys as K
 from .._atomic import atomic_path, plain
+from .._dist import DistInfo, default_device
 from .._progress import progress as tqdm
 from .._validation import SpadeInputError
-from ..encoders._dist import DistInfo, default_device
 from ..encoders.features import FeatureSet, is_finished, read_features, write_features
 from ..io.runs import ModelLayout
 from .model import SpadeModel

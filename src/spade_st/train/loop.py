@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..encoders._dist import DistInfo
+from .._dist import DistInfo
 from ..experts.loss import bleep_loss, infonce_loss
 
 

@@ -18,10 +18,10 @@ import torch
 
 from .. import __version__
 from .._atomic import atomic_path, atomic_write_json, atomic_write_text
+from .._dist import barrier, default_device, init_distributed
 from .._fault import maybe_die
 from .._progress import progress as tqdm
 from .._validation import DataWarning, SpadeInputError
-from ..encoders._dist import barrier, default_device, init_distributed
 from ..experts.clustering import TwoStageClustering
 from ..experts.model import SpadeConfig, SpadeModel
 from ..io.runs import ModelLayout
