@@ -40,7 +40,7 @@ bench-scale: install
 # the her2st table of the README: the five shared sections, converted and extracted once into runs/her2st
 HER2ST_RUN ?= runs/her2st
 bench-her2st: install
-	$(PY) -c "from spade_st.datasets.her2st import convert_her2st_subset as c; c('../shared/data/her2st_subset', '$(HER2ST_RUN)/data')"
+	$(PY) -c "from spade_st.datasets.her2st_subset import convert_her2st_subset as c; c('../shared/data/her2st_subset', '$(HER2ST_RUN)/data')"
 	$(VENV)/bin/spade-st extract --data $(HER2ST_RUN)/data --encoder efficientnet_lite0 --out $(HER2ST_RUN)/features
 	$(VENV)/bin/spade-st bench her2st --data $(HER2ST_RUN)/data --features $(HER2ST_RUN)/features/efficientnet_lite0 \
 		--config her2st_paper --out $(HER2ST_RUN)/bench-paper

@@ -43,7 +43,7 @@ def write_npy_f16(path: Path, shape: tuple[int, int], chunks) -> None:
 
 def her2st_root() -> Path:
     """The five real her2st sections in HEST layout (converted once into the cache)."""
-    from spade_st.datasets.her2st import convert_her2st_subset
+    from spade_st.datasets.her2st_subset import convert_her2st_subset
 
     src = SHARED / "her2st_subset"
     if not src.is_dir():

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     from spade_st.cli import main as cli
-    from spade_st.eval.her2st import Her2stBenchConfig, run_her2st_bench
+    from spade_st.eval.her2st_bench import Her2stBenchConfig, run_her2st_bench
 
     root = None if args.collect else her2st_root()
     feats = args.features

@@ -102,7 +102,7 @@ def _cmd_embed(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .eval.her2st import Her2stBenchConfig, headline, run_her2st_bench
+    from .eval.her2st_bench import Her2stBenchConfig, headline, run_her2st_bench
     from .eval.stats import to_markdown
 
     cfg = from_args(

@@ -7,8 +7,8 @@ _EXPORTS = {
     "few_shot": "fewshot",
     "run_task": "tasks",
     "load_task": "tasks",
-    "Her2stBenchConfig": "her2st",
-    "run_her2st_bench": "her2st",
+    "Her2stBenchConfig": "her2st_bench",
+    "run_her2st_bench": "her2st_bench",
     "abmil_cv": "mil",
     "train_survival_abmil": "survival",
     "c_index": "survival",
@@ -19,6 +19,6 @@ _EXPORTS = {
     "ridge_cv": "genes",
     "mean_ci": "stats",
 }
-_SUBMODULES = {"fewshot", "gene_folds", "genes", "her2st", "islands", "mil", "retrieval", "stats", "survival", "tasks"}
+_SUBMODULES = {"fewshot", "gene_folds", "genes", "her2st_bench", "islands", "mil", "retrieval", "stats", "survival", "tasks"}
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 __getattr__ = lazy(__name__, _EXPORTS, _SUBMODULES)
