@@ -60,7 +60,8 @@ def progress(*args, **kwargs):
     if kwargs.get("disable") or "ipykernel" in sys.modules:
         return _auto(*args, **kwargs)
     if not sys.stderr.isatty():
-        kwargs.pop("leave", None)
-        kwargs.pop("position", None)
-        return _LineBar(*args, file=sys.stderr, **kwargs)
+        for k in ("leave", "position"):
+            kwargs.pop(k, None)
+        kwargs.setdefault("file", sys.stderr)
+        return _LineBar(*args, **kwargs)
     return _auto(*args, **kwargs)

@@ -77,10 +77,15 @@ def run_demo(cfg: DemoConfig) -> Path:
     from .pl.report import write_report
 
     run.results.mkdir(exist_ok=True)
-    atomic_write_text(
-        run.results / "gene_prediction.csv",
-        "embedding,mean_pearson\n" + "".join(f"{n},{v:.4f}\n" for n, v in table),
+    from .eval.stats import long_table
+
+    genes = long_table(
+        [
+            {"task": "genes", "source": n, "probe": "ridge_cv", "target": "panel", "metric": "mean_pearson", "value": v}
+            for n, v in table
+        ]
     )
+    atomic_write_text(run.results / "gene_prediction.csv", genes.to_csv(index=False))
     write_steps(out, log, table)
     return _stage(log, "report", lambda: write_report(out))
 
@@ -92,9 +97,10 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
     import pandas as pd
 
     from ._atomic import atomic_write_text
+    from .eval._names import SUMMARY_KEYS
     from .eval.fewshot import few_shot
     from .eval.gene_folds import load_section
-    from .eval.stats import summarise
+    from .eval.stats import long_table, summarise
     from .io import read_hest
 
     ids = held_out(json.loads(ModelLayout(model).split.read_text()))
@@ -105,8 +111,8 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
         x = np.concatenate([sec.features for sec in secs])
         y = np.concatenate([sec.adata.obs["label"].astype(str).to_numpy() for sec in secs])
         res = few_shot(x, y, ks=(1, 2, 4, 8, 16), seeds=5, progress=True, desc=f"few-shot ({name})")
-        rows.append(res.assign(source=name, task="fewshot_" + res["probe"]))
-    summary = summarise(pd.concat(rows), ["task", "metric", "k", "source"])
+        rows.append(res.assign(source=name, task="fewshot", fold="shots" + res["seed"].astype(str), seed=""))
+    summary = summarise(long_table(pd.concat(rows)), SUMMARY_KEYS)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "fewshot.csv", summary.to_csv(index=False))
 

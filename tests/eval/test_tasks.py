@@ -56,11 +56,11 @@ def test_slide_classification_task(slide_task, tmp_path):
         )
     )
     assert main(["evaluate", str(m), "--out", str(tmp_path / "res")]) == 0
-    res = pd.read_csv(tmp_path / "res" / "results.csv").set_index(["probe_metric", "k", "source"])
-    assert res.loc[("abmil:auroc", "all", "good"), "mean"] > 0.85
-    assert res.loc[("linear:auroc", "all", "good"), "mean"] > 0.8
-    assert abs(res.loc[("abmil:auroc", "all", "noise"), "mean"] - 0.5) < 0.3
-    assert ("linear:balanced_accuracy", "4", "good") in res.index
+    res = pd.read_csv(tmp_path / "res" / "results.csv", dtype={"k": str}).set_index(["probe", "metric", "k", "source"])
+    assert res.loc[("abmil", "auroc", "all", "good"), "mean"] > 0.85
+    assert res.loc[("linear", "auroc", "all", "good"), "mean"] > 0.8
+    assert abs(res.loc[("abmil", "auroc", "all", "noise"), "mean"] - 0.5) < 0.3
+    assert ("linear", "balanced_accuracy", "4", "good") in res.index
 
 
 def test_survival_task(slide_task, tmp_path):
@@ -79,7 +79,7 @@ def test_survival_task(slide_task, tmp_path):
     )
     assert main(["evaluate", str(m), "--out", str(tmp_path / "res")]) == 0
     res = pd.read_csv(tmp_path / "res" / "results.csv")
-    assert set(res.probe_metric) == {"abmil_nll:c_index", "cox_mean:c_index"}
+    assert set(zip(res.probe, res.metric, strict=True)) == {("abmil_nll", "c_index"), ("cox_mean", "c_index")}
     assert res["mean"].between(0, 1).all()
 
 
@@ -107,8 +107,10 @@ def test_patch_task(tmp_path):
         )
     )
     assert main(["evaluate", str(m), "--out", str(tmp_path / "r")]) == 0
-    res = pd.read_csv(tmp_path / "r" / "results.csv").set_index(["probe_metric", "k", "source"])
-    assert res.loc[("logistic:balanced_accuracy", 4, "f"), "mean"] > 0.9
+    res = pd.read_csv(tmp_path / "r" / "results.csv", dtype={"k": str}).set_index(["probe", "metric", "k", "source"])
+    assert res.loc[("logistic", "balanced_accuracy", "4", "f"), "mean"] > 0.9
+    long = pd.read_csv(tmp_path / "r" / "results_long.csv")
+    assert list(long.columns[:9]) == ["task", "source", "probe", "target", "metric", "k", "seed", "fold", "value"]
 
 
 def test_bad_manifest(tmp_path, capsys):
@@ -173,11 +175,11 @@ def test_her2st_hest1k_lopo_manifest(tmp_path, monkeypatch):
     manifest = BUILTIN / "tasks" / "her2st_hest1k_lopo.yaml"
     assert main(["evaluate", str(manifest), "--out", str(tmp_path / "res")]) == 0
     long = pd.read_csv(tmp_path / "res" / "results_long.csv")
-    assert sorted(long["rep"].unique()) == [f"patient Patient {p}" for p in "ABCDEFGH"]  # 8 patients, one fold each
-    assert set(long["probe_metric"]) == {
-        f"{p}:{t}:mean_pearson" for p in ("hest_ridge", "ridge_cv") for t in ("log1p", "cp10k")
+    assert sorted(long["fold"].unique()) == [f"patient Patient {p}" for p in "ABCDEFGH"]  # 8 patients, one fold each
+    assert set(zip(long.probe, long.target, long.metric, strict=True)) == {
+        (p, t, "mean_pearson") for p in ("hest_ridge", "ridge_cv") for t in ("log1p", "cp10k")
     }
-    mean = long.groupby(["source", "probe_metric"])["value"].mean().unstack()
+    mean = long.groupby(["source", "probe", "target"])["value"].mean().unstack([1, 2])
     assert (mean.loc["raw"] > 0.4).all() and (mean.loc["spade"].abs() < 0.15).all(), mean
     monkeypatch.delenv("EMBEDDINGS")
     assert main(["evaluate", str(manifest), "--out", str(tmp_path / "res2")]) == 1

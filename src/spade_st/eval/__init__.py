@@ -19,6 +19,17 @@ _EXPORTS = {
     "ridge_cv": "genes",
     "mean_ci": "stats",
 }
-_SUBMODULES = {"fewshot", "gene_folds", "genes", "her2st_bench", "islands", "mil", "retrieval", "stats", "survival", "tasks"}
+_SUBMODULES = {
+    "fewshot",
+    "gene_folds",
+    "genes",
+    "her2st_bench",
+    "islands",
+    "mil",
+    "retrieval",
+    "stats",
+    "survival",
+    "tasks",
+}
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 __getattr__ = lazy(__name__, _EXPORTS, _SUBMODULES)

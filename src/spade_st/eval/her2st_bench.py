@@ -18,6 +18,7 @@ model after one epoch: if it scores like the trained one, training added nothing
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +27,13 @@ import pandas as pd
 
 from .._atomic import atomic_write_text
 from .._progress import progress as tqdm
-from .._validation import SpadeInputError
+from .._validation import DataWarning, SpadeInputError
 from ._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 from .fewshot import DEFAULT_K, few_shot
 from .gene_folds import Section, fold_genes, load_section, make_folds, score_fold
 from .genes import knn_expression, mean_pearson
 from .retrieval import cross_modal
-from .stats import summarise, to_markdown
+from .stats import long_table, summarise, to_markdown
 
 KEYS = ["task", "protocol", "target", "probe", "metric", "k", "source"]
 
@@ -78,7 +79,9 @@ def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list
     pc.validate()
     pc.progress = False
     pc.predictor = False  # the bench measures the embedding with its own probes
-    pretrain(pc)  # a finished folder is reused (same bytes); one trained with other settings is refused
+    with warnings.catch_warnings():  # one-section experts are measured by the islands rows, not said per model
+        warnings.simplefilter("ignore", DataWarning)
+        pretrain(pc)  # a finished folder is reused (same bytes); one trained with other settings is refused
     return SpadeModel.from_pretrained(out)
 
 
@@ -212,7 +215,7 @@ def _fewshot_rows(cfg: Her2stBenchConfig, sec: Section, models: dict) -> list[di
 
 
 def _write(out: Path, long: pd.DataFrame) -> pd.DataFrame:
-    long = long.assign(k=long["k"].astype(str), seed=long["seed"].astype(str))
+    long = long_table(long)
     atomic_write_text(out / "results_long.csv", long.to_csv(index=False))
     summary = summarise(long, KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True)
     atomic_write_text(out / "results.csv", summary.to_csv(index=False))

@@ -32,6 +32,20 @@ def summarise(df: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def long_table(rows) -> pd.DataFrame:
+    """Rows (dicts or a DataFrame) in the long result schema (``RESULT_COLUMNS`` first, then any extra
+    columns such as ``protocol`` or ``classes``); missing columns are empty, ``k``/``seed``/``fold`` strings."""
+    from ._names import RESULT_COLUMNS
+
+    df = pd.DataFrame(rows).copy()
+    for c in RESULT_COLUMNS:
+        if c not in df:
+            df[c] = ""
+    for c in ("k", "seed", "fold"):
+        df[c] = df[c].astype(str)
+    return df[list(RESULT_COLUMNS) + [c for c in df.columns if c not in RESULT_COLUMNS]]
+
+
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub markdown table (no extra dependency)."""
     cols = list(df.columns)

@@ -36,8 +36,8 @@ import pandas as pd
 
 from .._atomic import atomic_write_text
 from .._validation import SpadeInputError, read_yaml_mapping
-from ._names import PROBES, PROTOCOLS, TARGETS
-from .stats import summarise, to_markdown
+from ._names import PROBES, PROTOCOLS, SUMMARY_KEYS, TARGETS
+from .stats import long_table, summarise, to_markdown
 
 TYPES = ("patch_classification", "slide_classification", "survival", "gene_expression")
 
@@ -147,10 +147,8 @@ def _run_patch(task: Task) -> pd.DataFrame:
             progress=True,
             desc=f"few-shot ({name})",
         )
-        rows.append(res.assign(source=name, task=task.name))
-    out = pd.concat(rows, ignore_index=True)
-    out["probe_metric"] = out["probe"] + ":" + out["metric"]
-    return out.rename(columns={"seed": "rep"})[["task", "source", "probe_metric", "k", "rep", "value"]]
+        rows.append(res.assign(source=name, task=task.name, fold="shots" + res["seed"].astype(str), seed=""))
+    return long_table(pd.concat(rows, ignore_index=True))
 
 
 def _bags(folder: Path, slides) -> list[np.ndarray]:
@@ -173,15 +171,16 @@ def _run_slides(task: Task) -> pd.DataFrame:
         bags = _bags(folder, lab["slide"])
         for rep in range(task.seeds if task.type != "slide_classification" else min(task.seeds, 5)):
             strat = y if task.type == "slide_classification" else lab["event"].to_numpy()
+            split = {"source": name, "fold": f"rep{rep}"}  # the repeated patient-level test split
             test = _patient_split(patients, strat, task.test_fraction, rep)
             train = np.setdiff1d(np.arange(len(bags)), test)
             if task.type == "slide_classification":
                 p, _ = abmil_cv(bags, y, test, MILConfig(epochs=task.epochs, folds=task.folds, seed=rep))
                 for m, v in classification_metrics(y[test], p).items():
-                    rows.append({"source": name, "probe_metric": f"abmil:{m}", "k": "all", "rep": rep, "value": v})
+                    rows.append(split | {"probe": "abmil", "metric": m, "k": "all", "value": v})
                 p = mean_pool_probe(bags, y, test, seed=rep)
                 for m, v in classification_metrics(y[test], p).items():
-                    rows.append({"source": name, "probe_metric": f"linear:{m}", "k": "all", "rep": rep, "value": v})
+                    rows.append(split | {"probe": "linear", "metric": m, "k": "all", "value": v})
                 for k in task.ks:  # few-shot: k development slides per class
                     rng = np.random.default_rng([rep, k])
                     shots = np.concatenate(
@@ -194,29 +193,31 @@ def _run_slides(task: Task) -> pd.DataFrame:
                     sub_test = np.arange(len(shots), len(keep))
                     p = mean_pool_probe([bags[i] for i in keep], y[keep], sub_test, seed=rep)
                     for m, v in classification_metrics(y[test], p).items():
-                        rows.append({"source": name, "probe_metric": f"linear:{m}", "k": k, "rep": rep, "value": v})
+                        rows.append(split | {"probe": "linear", "metric": m, "k": k, "value": v})
             else:
                 times, events = lab["time"].to_numpy(float), lab["event"].to_numpy(int)
                 model = train_survival_abmil(bags, times, events, train, epochs=task.epochs, seed=rep)
+                risk = predict_risk(model, [bags[i] for i in test])
                 rows.append(
-                    {
-                        "source": name,
-                        "probe_metric": "abmil_nll:c_index",
+                    split
+                    | {
+                        "probe": "abmil_nll",
+                        "metric": "c_index",
                         "k": "all",
-                        "rep": rep,
-                        "value": c_index(times[test], events[test], predict_risk(model, [bags[i] for i in test])),
+                        "value": c_index(times[test], events[test], risk),
                     }
                 )
+                risk = cox_mean_pool(bags, times, events, train, test)
                 rows.append(
-                    {
-                        "source": name,
-                        "probe_metric": "cox_mean:c_index",
+                    split
+                    | {
+                        "probe": "cox_mean",
+                        "metric": "c_index",
                         "k": "all",
-                        "rep": rep,
-                        "value": c_index(times[test], events[test], cox_mean_pool(bags, times, events, train, test)),
+                        "value": c_index(times[test], events[test], risk),
                     }
                 )
-    return pd.DataFrame(rows).assign(task=task.name)[["task", "source", "probe_metric", "k", "rep", "value"]]
+    return long_table(pd.DataFrame(rows).assign(task=task.name))
 
 
 def _run_genes(task: Task) -> pd.DataFrame:
@@ -249,16 +250,15 @@ def _run_genes(task: Task) -> pd.DataFrame:
             for target in task.targets:
                 for probe in task.probes:
                     v = score_fold(fold, sections, x[name], genes, target, probe)
-                    rows.append(
-                        {
-                            "source": name,
-                            "probe_metric": f"{probe}:{target}:mean_pearson",
-                            "k": "",
-                            "rep": fold.name,
-                            "value": v,
-                        }
-                    )
-    return pd.DataFrame(rows).assign(task=task.name)[["task", "source", "probe_metric", "k", "rep", "value"]]
+                    row = {
+                        "source": name,
+                        "probe": probe,
+                        "target": target,
+                        "metric": "mean_pearson",
+                        "fold": fold.name,
+                    }
+                    rows.append(row | {"value": v})
+    return long_table(pd.DataFrame(rows).assign(task=task.name))
 
 
 def run_task(path: Path | str, out: Path | str) -> pd.DataFrame:
@@ -268,8 +268,7 @@ def run_task(path: Path | str, out: Path | str) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     runners = {"patch_classification": _run_patch, "gene_expression": _run_genes}
     long = runners.get(task.type, _run_slides)(task)
-    long["k"] = long["k"].astype(str)
-    summary = summarise(long, ["task", "probe_metric", "k", "source"])
+    summary = summarise(long, SUMMARY_KEYS)
     atomic_write_text(out / "results_long.csv", long.to_csv(index=False))
     atomic_write_text(out / "results.csv", summary.to_csv(index=False))
     atomic_write_text(out / "results.md", f"# {task.name}\n\n" + to_markdown(summary) + "\n")

@@ -49,13 +49,14 @@ def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", sav
     s = summary[summary["metric"] == metric].copy() if "metric" in summary else summary.copy()
     s = s[pd.to_numeric(s["k"], errors="coerce").notna()]
     s["k"] = s["k"].astype(float)
-    panels = sorted(s["task"].unique())
+    by = "probe" if "probe" in s else "task"  # one panel per probe (long result schema), else per task
+    panels = sorted(s[by].unique())
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
     sources = sorted(s["source"].unique())
     cols = dict(zip(sources, categorical_colors(len(sources)), strict=True))
-    for ax, task in zip(axes[0], panels, strict=False):
+    for ax, panel in zip(axes[0], panels, strict=False):
         for src in sources:
-            d = s[(s["task"] == task) & (s["source"] == src)].sort_values("k")
+            d = s[(s[by] == panel) & (s["source"] == src)].sort_values("k")
             if d.empty:
                 continue
             ax.plot(d["k"], d["mean"], "o-", color=cols[src], label=src)
@@ -66,7 +67,7 @@ def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", sav
         ax.set_xlabel("shots per class (k)")
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(task.replace("fewshot_", ""))
+        ax.set_title(str(panel).replace("fewshot_", ""))
         ax.legend(fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
