@@ -5,7 +5,7 @@ the model folder alone.
 Two methods, both sized independently of the number of training spots:
 
 - ``ridge``: a ridge regression from the embedding (:meth:`SpadeModel.embed`) to each gene, penalty chosen by
-  leave-one-sample-out CV, stored as weights (embed_dim x genes).
+  leave-samples-out CV (each sample its own fold, at most 10 folds), stored as weights (embed_dim x genes).
 - ``knn``: expression prototypes: k-means centres of the training spots' latent embeddings
   (``embed(latent=True)``, the space the contrastive loss shaped) with the mean expression of their spots; a
   tile gets the mean of its ``k`` most similar prototypes (dot product, as BLEEP's retrieval).

@@ -72,8 +72,9 @@ def _spade_adata(samples, emb_dir: Path, feat_dir: Path | None):
         if not f.is_file():
             continue
         e, sec = read_features(f), load_section(smp, f, targets=())  # sec: spots in the file's row order
-        a = ad.AnnData(obs=sec.adata.obs[[c for c in ("label",) if c in sec.adata.obs]].astype(str).copy())
-        a.obs_names = [f"{sid}:{b}" for b in sec.barcodes]
+        a = ad.AnnData(obs=pd.DataFrame(index=[f"{sid}:{b}" for b in sec.barcodes]))
+        labels = sec.adata.obs["label"] if "label" in sec.adata.obs else None
+        a.obs["label"] = labels.astype(str).to_numpy() if labels is not None else "unlabelled"
         a.obs["sample"], a.obs["organ"] = sid, smp.organ
         a.obsm["X_spade"] = e.features
         a.obsm["spade_expert_weights"] = e.arrays["expert_weights"]
@@ -135,7 +136,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         if key == "organ" and allspots.obs["organ"].nunique() < 2:
             skipped.append("UMAP by organ: one organ")
             continue
-        if key == "label" and "label" not in allspots.obs:
+        if key == "label" and set(allspots.obs["label"]) <= {"unlabelled", "nan"}:
             skipped.append("UMAP by label: no sample has pathologist labels (obs['label'])")
             continue
         p = fig_dir / f"umap_{key}.png"
