@@ -129,3 +129,12 @@ def test_extract_keeps_patient_and_organ_and_embed_refuses_other_encoders(fitted
     other.obsm["X_resnet50_trunc"] = other.obsm.pop("X_random_cnn")  # same width would pass a shape check
     with pytest.raises(SpadeInputError, match="takes random_cnn features"):
         spade.tl.embed(other, model)
+
+
+def test_fit_refuses_normalised_counts(fitted):
+    _, adatas, _ = fitted
+    bad = {k: a.copy() for k, a in list(adatas.items())[:2]}
+    first = next(iter(bad.values()))
+    first.X = np.log1p(first.X.toarray() if hasattr(first.X, "toarray") else first.X)
+    with pytest.raises(SpadeInputError, match="RAW counts"):
+        spade.tl.fit(bad, progress=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _keys as K
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, check_raw_counts
 
 
 def features_key_of(adata, features_key: str | None) -> str:
@@ -68,6 +68,7 @@ def _as_samples(adatas, features_key, out: Path, patient_key: str, organ_key: st
         if K.SPATIAL not in a.obsm:
             msg = f"sample {sid}: AnnData has no obsm['spatial'] (spot centres in pixels)"
             raise SpadeInputError(msg)
+        check_raw_counts(a.X, f"sample {sid} (adata.X)")
         fs = FeatureSet(
             features=np.asarray(a.obsm[key], np.float32),
             barcode=np.asarray(a.obs_names.astype(str)),
