@@ -5,11 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 
 from spade_st.cli import main
-from spade_st.io import read_hest
+from spade_st.io import read_hest, read_image
 
 from conftest import HER2ST, HER2ST_SECTIONS, her2st_args
 
@@ -72,7 +71,7 @@ def test_patch_centres_on_spot_centres_real_images(her2st_root, section):
     our patch and that reference measures any misplacement, in output pixels.
     """
     img_name, px, _, _ = HER2ST_SECTIONS[section]
-    gray = np.asarray(Image.open(HER2ST / "images" / img_name).convert("L"), dtype=np.float64)
+    gray = read_image(HER2ST / "images" / img_name) @ np.array([0.299, 0.587, 0.114])  # luminance, as PIL's "L"
     (s,) = read_hest(her2st_root, ids=[section])
     centers = s.adata.obsm["spatial"]
     with h5py.File(s.layout.patches(section), "r") as f:

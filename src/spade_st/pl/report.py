@@ -85,6 +85,22 @@ def _spade_adata(samples, emb_dir: Path, feat_dir: Path | None):
     return ad.concat(parts, merge="same") if parts else None
 
 
+class _Said(dict):
+    """Figures drawn ({title: path}) or parts skipped (``append``), each line printed when it happens."""
+
+    def __init__(self, verb: str, progress: bool):
+        super().__init__()
+        self.verb, self.progress = verb, progress
+
+    def __setitem__(self, title, path):
+        super().__setitem__(title, path)
+        if self.progress:
+            print(f"report: {self.verb} {title}", file=sys.stderr, flush=True)
+
+    def append(self, reason: str) -> None:
+        self[reason] = None
+
+
 def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], list[str]]:
     """Draw every figure the run's files allow; returns ({title: png path}, [what was skipped and why])."""
     from ..encoders.features import read_features
@@ -95,15 +111,17 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     from .curves import clustering_qc, fewshot_curves
 
     cfg = cfg.resolved()
-    figs: dict[str, Path] = {}
-    skipped: list[str] = []
+    figs, skipped = _Said("drew", cfg.progress), _Said("skipped", cfg.progress)  # printed as they happen
     fig_dir.mkdir(parents=True, exist_ok=True)
     if not ModelLayout(cfg.model).config.is_file():
-        return figs, [f"every model figure: no model at {cfg.model} (pass --model)"]
+        skipped.append(f"every model figure: no model at {cfg.model} (pass --model)")
+        return dict(figs), list(skipped)
     if not cfg.embeddings.is_dir():
-        return figs, [f"every embedding figure: no embeddings folder {cfg.embeddings} (pass --embeddings)"]
+        skipped.append(f"every embedding figure: no embeddings folder {cfg.embeddings} (pass --embeddings)")
+        return dict(figs), list(skipped)
     if not cfg.data.is_dir():
-        return figs, [f"every tissue figure: no data root {cfg.data} (pass --data)"]
+        skipped.append(f"every tissue figure: no data root {cfg.data} (pass --data)")
+        return dict(figs), list(skipped)
     model = SpadeModel.from_pretrained(cfg.model)
     split = model.config.split
     feat_dir = cfg.features or RunLayout(cfg.run).features(model.config.encoder)
@@ -181,7 +199,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         figs["Few-shot curves (mean, 95% CI)"] = p
     else:
         skipped.append(f"few-shot curves: no {fs}")
-    return figs, skipped
+    return dict(figs), list(skipped)
 
 
 def _img_tag(path: Path) -> str:
@@ -225,11 +243,6 @@ def write_report(run) -> Path:
         raise FileNotFoundError(msg)
     figs, skipped = make_figures(cfg, run / "figures")
     header = _header(cfg)
-    if cfg.progress:
-        for t in figs:
-            print(f"report: drew {t}", file=sys.stderr)
-        for t in skipped:
-            print(f"report: skipped {t}", file=sys.stderr)
     tables = (
         {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted(RunLayout(run).results.glob("*.csv"))}
         if RunLayout(run).results.is_dir()
