@@ -32,6 +32,7 @@ ROWS = {
     "gene_smoothing": ("her2st_paper", {"gene_smoothing": 1.5}),
     "gene_library_size": ("her2st_paper", {"gene_library_size": True}),
     "recon_weight": ("her2st_paper", {"recon_weight": 1.0}),
+    "early_stop": ("her2st_paper", {"early_stop": 10}),
     "tuned": ("her2st", {}),
 }
 
