@@ -28,3 +28,15 @@ def test_to_device_converts_float16_blocks_to_float32():
     if torch.cuda.is_available():  # the block travels as float16 and is converted on the device
         got = to_device(block, "cuda")
         assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
+
+
+def test_read_rows_of_no_rows_keeps_the_width(tmp_path):
+    """A step whose active experts have all stopped early reads no rows: an empty (0, B, cols) batch."""
+    from spade_st.train.loop import read_rows
+    from spade_st.train.store import RowFile
+
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.save(tmp_path / "x.npy", x)
+    for rows in (x, RowFile(tmp_path / "x.npy")):
+        assert read_rows(rows, np.zeros((0, 128), np.int64)).shape == (0, 128, 2)
+        np.testing.assert_array_equal(read_rows(rows, np.array([[1, 2], [3, 0]])), x[[[1, 2], [3, 0]]])

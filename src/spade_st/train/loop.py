@@ -55,7 +55,8 @@ def read_rows(rows, idx: np.ndarray) -> np.ndarray:
 
     Only I/O and a copy, in the store's dtype: this part runs in the loader thread (it releases the GIL).
     """
-    return np.ascontiguousarray(rows[idx.ravel()]).reshape(*idx.shape, -1)
+    out = np.ascontiguousarray(rows[idx.ravel()])
+    return out.reshape(*idx.shape, out.shape[-1])  # explicit width: no rows (every expert stopped) is valid
 
 
 def to_device(block: np.ndarray, device) -> torch.Tensor:
