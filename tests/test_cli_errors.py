@@ -56,3 +56,12 @@ def test_features_parent_folder_names_the_encoder_folder(synthetic_root, tmp_pat
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert "one folder per encoder (efficientnet_lite0)" in lines[0] and "feats/efficientnet_lite0" in lines[0]
     assert not out.exists()
+
+
+def test_embed_missing_model_folder_says_it_does_not_exist(tmp_path):
+    out = tmp_path / "emb"
+    r = run_cli(["embed", "--model", tmp_path / "missing", "--features", tmp_path, "--out", out])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "model folder" in lines[0] and "does not exist" in lines[0] and "spade-st pretrain" in lines[0]
+    assert not out.exists()
