@@ -116,7 +116,12 @@ def test_import_released(tmp_path):
     got = m.embed(x.numpy(), tau_r=0)
     first = m.route(x.numpy(), tau_r=0).argmax(1) == 0
     np.testing.assert_allclose(got[first], ref.numpy()[first], rtol=1e-4, atol=1e-4)
-    assert len(EXPECTED) == 12
+    for e, path in enumerate(paths):  # every expert's both heads, tensor by tensor
+        sd = torch.load(path, weights_only=True)["model"]
+        for side, heads in (("image_projection", m.image_heads), ("spot_projection", m.gene_heads)):
+            for k, v in heads.expert_state(e).items():
+                torch.testing.assert_close(v, sd[f"{side}.{k}"])
+        assert {k for k in sd if k in EXPECTED} == set(EXPECTED)
 
 
 @pytest.mark.parametrize(
