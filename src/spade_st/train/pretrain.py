@@ -120,11 +120,7 @@ def prepare(cfg: PretrainConfig, samples=None):
         smoothing=cfg.gene_smoothing,
     )
     panel.to_json(panel_path)  # now with the per-sample missing-gene counts
-    held = {
-        sid: by_id[sid].adata.obs_names[split.block_mask(sid, by_id[sid].adata.obsm["spatial"])]
-        for sid in split.val_blocks
-    }
-    cluster_store(cfg, store, split, held)
+    cluster_store(cfg, store, split, split.block_barcodes(by_id))
     return split, panel
 
 
@@ -411,10 +407,6 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
             from .predictor import fit_predictor_from_root
 
             by_id = {s.id: s for s in samples} if samples is not None else {s.id: s for s in read_hest(cfg.data)}
-            blocks = {
-                sid: by_id[sid].adata.obs_names[split.block_mask(sid, by_id[sid].adata.obsm["spatial"])]
-                for sid in split.val_blocks
-            }
             head = fit_predictor_from_root(
                 model,
                 cfg.data,
@@ -422,7 +414,7 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
                 split.train,
                 progress=cfg.progress,
                 samples=list(by_id.values()),
-                exclude=blocks,
+                exclude=split.block_barcodes(by_id),
                 model_sha256=sha256_file(lay.weights),
             )
             head.save(cfg.out)

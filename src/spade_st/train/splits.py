@@ -48,6 +48,13 @@ class Split:
         seed = [self.seed, zlib.crc32(sample_id.encode())]  # stable across processes (unlike hash())
         return block_holdout(coords, self.val_fraction, seed)
 
+    def block_barcodes(self, samples) -> dict[str, np.ndarray]:
+        """``{sample: barcodes}`` of the spatially blocked validation spots of ``samples`` (id -> HestSample)."""
+        return {
+            sid: samples[sid].adata.obs_names[self.block_mask(sid, samples[sid].adata.obsm["spatial"])]
+            for sid in self.val_blocks
+        }
+
 
 def held_out(split: dict) -> list[str]:
     """Samples a model never trained on (from a saved split): the excluded ones, else the validation samples."""
