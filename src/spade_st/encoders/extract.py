@@ -67,9 +67,14 @@ def embed_patch_file(encoder, path: Path, n: int, cfg: ExtractConfig, bar=None) 
         pin_memory=cuda,
         persistent_workers=False,
     )
+    return encode_batches(encoder, loader, n, bar)
+
+
+def encode_batches(encoder, batches, n: int, bar=None) -> np.ndarray:
+    """Features (n, D) float32 of the patch batches (uint8 (b, H, W, 3) arrays or tensors), in order."""
     out = np.empty((n, encoder.embed_dim), dtype=np.float32)
     done = 0
-    for batch in loader:
+    for batch in batches:
         f = encoder(batch).cpu().numpy()
         out[done : done + len(f)] = f
         done += len(f)

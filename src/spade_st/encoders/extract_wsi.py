@@ -45,7 +45,8 @@ def slide_tiles(path: Path, pixel_size_um: float | None, min_tissue: float):
 
 def extract_wsi(cfg: ExtractWsiConfig) -> list[Path]:
     """Features of every tissue tile of each slide -> ``cfg.out/<encoder>/<slide stem>.h5``."""
-    from ..io.patches import extract_patch, patch_scale
+    from ..io.patches import iter_patches, patch_scale
+    from .extract import encode_batches
 
     info = init_distributed(cfg.device)
     slides = [Path(p) for p in cfg.wsi]
@@ -67,14 +68,9 @@ def extract_wsi(cfg: ExtractWsiConfig) -> list[Path]:
             continue
         s = patch_scale(wsi.pixel_size_um)
         half = PATCH_SIZE * s / 2
-        feats = np.empty((len(coords), encoder.embed_dim), np.float32)
-        bar = tqdm(total=len(coords), unit="tile", desc=f"{path.name}", disable=not cfg.progress)
-        for i in range(0, len(coords), cfg.batch_size):
-            chunk = coords[i : i + cfg.batch_size]
-            tiles = np.stack([extract_patch(wsi, (x + half, y + half)) for x, y in chunk])
-            feats[i : i + len(chunk)] = encoder(tiles).cpu().numpy()
-            bar.update(len(chunk))
-        bar.close()
+        with tqdm(total=len(coords), unit="tile", desc=f"{path.name}", disable=not cfg.progress) as bar:
+            tiles = iter_patches(wsi, np.asarray(coords, np.float64) + half, batch=cfg.batch_size)
+            feats = encode_batches(encoder, tiles, len(coords), bar)
         write_features(
             dst,
             FeatureSet(

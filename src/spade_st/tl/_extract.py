@@ -23,15 +23,10 @@ def _encoder(encoder, weights, device):
 
 
 def _run(enc, batches, n: int, progress: bool, desc: str) -> np.ndarray:
-    out = np.empty((n, enc.embed_dim), np.float32)
-    done = 0
+    from ..encoders.extract import encode_batches
+
     with tqdm(total=n, desc=desc, unit="patch", disable=not progress) as bar:
-        for b in batches:
-            f = enc(b).cpu().numpy()
-            out[done : done + len(f)] = f
-            done += len(f)
-            bar.update(len(f))
-    return out
+        return encode_batches(enc, batches, n, bar)
 
 
 def _scanpy_image(adata, library_id: str | None):
