@@ -103,7 +103,6 @@ class _Said(dict):
 
 def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], list[str]]:
     """Draw every figure the run's files allow; returns ({title: png path}, [what was skipped and why])."""
-    from ..encoders.features import read_features
     from ..experts.model import SpadeModel
     from ..io import read_hest
     from ..train.splits import held_out
@@ -136,7 +135,8 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     spot = diameter / s.pixel_size_um  # in level-0 px
     allspots = _spade_adata(samples, cfg.embeddings, feat_dir)
     one = allspots[allspots.obs["sample"] == show].copy()
-    one.obsm["spatial"] = np.asarray(s.adata[[n.split(":", 1)[1] for n in one.obs_names]].obsm["spatial"])
+    held = s.adata[[n.split(":", 1)[1] for n in one.obs_names]]  # the shown sample's spots, in embedding order
+    one.obsm["spatial"] = np.asarray(held.obsm["spatial"])
     p = fig_dir / "routing_map.png"
     routing_map(
         one, img=thumb, scale=scale, spot_size=spot, title=f"{show}: dominant expert (opacity = weight)", save=p
@@ -168,11 +168,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     else:
         import anndata as ad
 
-        from ..eval.gene_folds import rows_in_order
-
-        held = s.adata[[n.split(":", 1)[1] for n in one.obs_names]]
-        x = rows_in_order(read_features(cfg.embeddings / f"{show}.h5"), np.asarray(held.obs_names), "embeddings")
-        pred = model.predictor.predict(x)
+        pred = model.predictor.predict(one.obsm["X_spade"])  # rows of `held`, already read and barcode-matched
         from ..genes import expression_target
 
         trained = [samples[i].adata for i in split.get("train", []) if i in samples]
