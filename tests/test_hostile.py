@@ -92,7 +92,7 @@ def test_symlink_outside_root_is_refused(synthetic_root, tmp_path):
 def test_huge_declared_feature_file_is_not_trusted(tmp_path):
     import h5py
 
-    from spade_st.encoders.features import COMPLETE, is_finished
+    from spade_st.io.features import COMPLETE, is_finished
 
     p = tmp_path / "x.h5"
     with h5py.File(p, "w") as f:  # a header claiming 10^12 x 10^6 values, nothing written

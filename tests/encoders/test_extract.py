@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from spade_st.encoders.features import read_features
 from spade_st.io import read_hest
+from spade_st.io.features import read_features
 
 from conftest import extract_cli
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from spade_st.cli import main
-from spade_st.encoders.features import read_features
 from spade_st.io import open_wsi
+from spade_st.io.features import read_features
 from spade_st.io.tissue import tissue_mask
 
 from conftest import WSI_SMALL, extract_cli, require, run_cli

@@ -10,8 +10,8 @@ import yaml
 from spade_st._validation import SpadeInputError
 from spade_st.cli import main
 from spade_st.datasets.bags import planted_bags
-from spade_st.encoders.features import FeatureSet, write_features
 from spade_st.eval.tasks import run_task
+from spade_st.io.features import FeatureSet, write_features
 
 
 def _write_bags(folder, bags, noise=False):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from spade_st.cli import main
-from spade_st.encoders.features import read_features
+from spade_st.io.features import read_features
 
 from conftest import WSI_SMALL, require
 

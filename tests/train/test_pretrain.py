@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from spade_st.cli import main
-from spade_st.encoders.features import read_features
 from spade_st.eval.gene_folds import load_section
 from spade_st.experts import SpadeModel
 from spade_st.genes import LIBRARY_SIZE
 from spade_st.io import read_hest
+from spade_st.io.features import read_features
 
 from conftest import extract_cli, run_cli
 

@@ -17,7 +17,7 @@ from .. import _keys as K
 from .._atomic import TMP_PREFIX, atomic_write_json, plain
 from .._dist import barrier, default_device, init_distributed, shard
 from .._progress import progress as tqdm
-from .features import FeatureSet, is_finished, write_features
+from ..io.features import FeatureSet, is_finished, write_features
 from .registry import create_encoder
 
 

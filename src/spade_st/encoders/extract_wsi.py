@@ -12,7 +12,7 @@ from .. import __version__
 from .._dist import barrier, default_device, init_distributed, shard
 from .._keys import PATCH_PIXEL_SIZE_UM, PATCH_SIZE
 from .._progress import progress as tqdm
-from .features import FeatureSet, is_finished, write_features
+from ..io.features import FeatureSet, is_finished, write_features
 from .registry import create_encoder
 
 

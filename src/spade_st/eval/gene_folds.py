@@ -66,7 +66,7 @@ def section(sample, barcodes, targets=("log1p", "cp10k"), features: np.ndarray |
 
 def load_section(sample, features_file: Path | str, targets=("log1p", "cp10k")) -> Section:
     """A HEST sample's spots that have rows in ``features_file``, in the file's row order, matched by barcode."""
-    from ..encoders.features import read_features
+    from ..io.features import read_features
 
     fs = read_features(features_file)
     match_barcodes(fs.barcode, sample.adata.obs_names, f"feature file {features_file}")  # refuse before any work

@@ -124,7 +124,7 @@ def _patient_split(patients: np.ndarray, y: np.ndarray, frac: float, seed: int) 
 
 
 def _run_patch(task: Task) -> pd.DataFrame:
-    from ..encoders.features import read_features
+    from ..io.features import read_features
     from .fewshot import few_shot
 
     lab = pd.read_csv(task.labels, dtype={"sample": str, "barcode": str})
@@ -152,7 +152,7 @@ def _run_patch(task: Task) -> pd.DataFrame:
 
 
 def _bags(folder: Path, slides) -> list[np.ndarray]:
-    from ..encoders.features import read_features
+    from ..io.features import read_features
 
     return [read_features(Path(folder) / f"{s}.h5").features.astype(np.float32) for s in slides]
 
@@ -222,8 +222,8 @@ def _run_slides(task: Task) -> pd.DataFrame:
 
 def _run_genes(task: Task) -> pd.DataFrame:
     """Gene-expression prediction from every source under one fold protocol (see :mod:`.gene_folds`)."""
-    from ..encoders.features import read_features
     from ..io import read_hest
+    from ..io.features import read_features
     from .gene_folds import fold_genes, make_folds, rows_in_order, score_fold, section
     from .genes import match_barcodes
 

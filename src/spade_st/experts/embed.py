@@ -13,7 +13,7 @@ from .._atomic import atomic_path, plain
 from .._dist import DistInfo, default_device
 from .._progress import progress as tqdm
 from .._validation import SpadeInputError
-from ..encoders.features import FeatureSet, is_finished, read_features, write_features
+from ..io.features import FeatureSet, is_finished, read_features, write_features
 from ..io.runs import ModelLayout
 from .model import SpadeModel
 

@@ -1,6 +1,7 @@
 """Readers and converters: HEST-1k layout, her2st tables, Visium folders, AnnData files, WSIs."""
 
 from .anndata_io import AnnDataConfig, convert_anndata, merge_duplicate_genes
+from .features import FeatureSet, read_feature_attrs, write_features
 from .her2st import Her2stConfig, convert_her2st, read_her2st
 from .hest import HestSample, PatchFile, read_hest
 from .layout import Layout, read_metadata
@@ -13,6 +14,7 @@ from .wsi import WSI, open_wsi, read_image
 __all__ = [
     "WSI",
     "AnnDataConfig",
+    "FeatureSet",
     "Her2stConfig",
     "HestSample",
     "Layout",
@@ -29,10 +31,12 @@ __all__ = [
     "patch_box",
     "patch_coords",
     "read_10x_h5",
+    "read_feature_attrs",
     "read_her2st",
     "read_hest",
     "read_image",
     "read_metadata",
+    "write_features",
     "write_pyramidal_tiff",
     "write_sample",
 ]

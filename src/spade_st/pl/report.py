@@ -63,8 +63,8 @@ def _spade_adata(samples, emb_dir: Path, feat_dir: Path | None):
     """All embedded spots as one AnnData (obsm X_spade, spade_expert_weights, raw features when all present)."""
     import anndata as ad
 
-    from ..encoders.features import read_features
     from ..eval.gene_folds import load_section, rows_in_order
+    from ..io.features import read_features
 
     parts = []
     for sid, smp in samples.items():

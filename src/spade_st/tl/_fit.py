@@ -40,8 +40,8 @@ def _meta(a, key: str, default: str) -> str:
 
 def _as_samples(adatas, features_key, out: Path, patient_key: str, organ_key: str):
     """In-memory :class:`~spade_st.io.HestSample` objects and their features written to ``out/features``."""
-    from ..encoders.features import FeatureSet, write_features
     from ..io import HestSample
+    from ..io.features import FeatureSet, write_features
 
     if isinstance(adatas, dict):
         items = list(adatas.items())

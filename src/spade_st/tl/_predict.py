@@ -54,7 +54,7 @@ def read_features(path, encoder: str | None = None, level0_um: float | None = No
     import anndata as ad
     import pandas as pd
 
-    from ..encoders.features import read_features as read_file
+    from ..io.features import read_features as read_file
 
     fs = read_file(path)
     enc = encoder or str(fs.attrs.get("encoder") or "") or None
@@ -128,13 +128,13 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     if len(set(stems)) != len(stems):
         msg = f"feature files with the same name would overwrite each other's outputs: {sorted(stems)}; rename them"
         raise SpadeInputError(msg)
-    from ..encoders.features import read_features as read_file
+    from ..io.features import read_feature_attrs
 
-    for f in files:  # every file checked before anything is written
+    for f in files:  # every file checked (attributes only) before anything is written
         if not f.is_file():
             msg = f"feature file {f} not found; make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)"
             raise FileNotFoundError(msg)
-        enc = cfg.encoder or str(read_file(f).attrs.get("encoder") or "") or None
+        enc = cfg.encoder or str(read_feature_attrs(f).get("encoder") or "") or None
         if enc is None:
             msg = f"{f} does not name its encoder (TRIDENT files do not); pass --encoder NAME"
             raise SpadeInputError(msg)

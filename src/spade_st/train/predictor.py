@@ -119,9 +119,9 @@ def fit_predictor_from_root(
     """
     import zlib
 
-    from ..encoders.features import read_features
     from ..io import read_hest
     from ..io.barcodes import match_barcodes
+    from ..io.features import read_features
 
     ids = list(ids) if ids is not None else list(model.config.split.get("train", []))
     if not ids:

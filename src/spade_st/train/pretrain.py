@@ -62,10 +62,10 @@ def check_features_dir(features: Path) -> list[Path]:
 
 
 def _infer_encoder(features: Path) -> str:
-    from ..encoders.features import read_features
+    from ..io.features import read_feature_attrs
 
     files = check_features_dir(features)
-    return str(read_features(files[0]).attrs.get("encoder") or features.name)
+    return str(read_feature_attrs(files[0]).get("encoder") or features.name)
 
 
 def prepare(cfg: PretrainConfig, samples=None):

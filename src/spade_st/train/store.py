@@ -21,8 +21,8 @@ import pandas as pd
 from .._atomic import atomic_write_json, atomic_write_text
 from .._progress import progress as tqdm
 from .._validation import SpadeInputError
-from ..encoders.features import read_features
 from ..genes import smooth_spatial
+from ..io.features import read_features
 
 MANIFEST = "store.json"
 

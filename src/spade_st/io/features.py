@@ -63,6 +63,32 @@ def _decode(a) -> np.ndarray:
     return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
 
 
+def _attrs(f: h5py.File, key: str) -> dict:
+    """The file's attributes, over those of the main and ``coords`` datasets (TRIDENT keeps
+    ``patch_size_level0`` & co. on ``coords``)."""
+    attrs = {}
+    for obj in [f[ds] for ds in ("coords", key) if ds in f] + [f]:  # later ones win
+        attrs |= {k: (v.item() if hasattr(v, "item") else v) for k, v in obj.attrs.items()}
+    return attrs
+
+
+def _unreadable(p: Path, err: OSError) -> SpadeInputError:
+    return SpadeInputError(f"cannot read feature file {p} ({err}); it is truncated or not HDF5: delete it and rerun")
+
+
+def read_feature_attrs(path: Path | str) -> dict:
+    """The attributes :func:`read_features` would return, without reading any array."""
+    p = Path(path)
+    if not p.is_file():
+        msg = f"feature file {p} not found; run `spade-st extract` (or extract-wsi) first"
+        raise FileNotFoundError(msg)
+    try:
+        with h5py.File(p, "r") as f:
+            return _attrs(f, next((k for k in ("features", "embeddings") if k in f), "features"))
+    except OSError as err:
+        raise _unreadable(p, err) from err
+
+
 def read_features(path: Path | str, require_complete: bool = False) -> FeatureSet:
     """Read a feature file (ours, TRIDENT's or HEST's); a truncated or foreign file is a clear error."""
     p = Path(path)
@@ -79,15 +105,11 @@ def read_features(path: Path | str, require_complete: bool = False) -> FeatureSe
             coords = np.asarray(f["coords"][()]) if "coords" in f else None
             bkey = next((k for k in ("barcode", "barcodes") if k in f), None)
             barcode = _decode(f[bkey][()]) if bkey else None
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            attrs = _attrs(f, key)
             skip = {key, "coords", bkey}
             arrays = {k: f[k][()] for k in f if k not in skip and isinstance(f[k], h5py.Dataset)}
-            for ds in (key, "coords"):  # TRIDENT keeps patch_size_level0 & co. on the coords dataset
-                if ds in f:
-                    attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f[ds].attrs.items()} | attrs
     except OSError as err:
-        msg = f"cannot read feature file {p} ({err}); it is truncated or not HDF5: delete it and rerun"
-        raise SpadeInputError(msg) from err
+        raise _unreadable(p, err) from err
     if feats.ndim == 3 and feats.shape[0] == 1:  # TRIDENT/CLAM (1, N, D)
         feats = feats[0]
     if coords is not None and coords.ndim == 3 and coords.shape[0] == 1:
