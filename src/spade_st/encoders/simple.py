@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .registry import EncoderSpec, register_encoder
-from .weights import load_into, load_state_dict
 
 RANDOM_CNN_DIM = 64
 
@@ -35,21 +33,10 @@ class RandomCNN(nn.Module):
         return self.body(x).mean((2, 3))
 
 
-def _build(path: Path | None, seed: int = 0, **overrides):
-    model = RandomCNN(seed=seed)
-    if path is not None:
-        load_into(model, load_state_dict(path), path)
-    return model, _identity
-
-
-def _identity(x):
-    return x
-
-
 register_encoder(
     EncoderSpec(
         name="random_cnn",
-        factory=_build,
+        build=RandomCNN,
         embed_dim=RANDOM_CNN_DIM,
         needs_weights=False,
         precision="fp16",

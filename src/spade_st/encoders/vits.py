@@ -13,12 +13,10 @@ Architecture arguments, normalisation and output rule follow each model's card:
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import torch
 
 from .registry import EncoderSpec, register_encoder
-from .weights import load_into, load_state_dict
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HOPTIMUS = ((0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517))
@@ -109,18 +107,6 @@ def _cls_and_mean_patch(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat([tokens[:, 0], tokens[:, model.num_prefix_tokens :].mean(1)], dim=-1)
 
 
-def _factory(name: str, path: Path | None, **overrides):
-    model = build_vit(name, **overrides)
-    load_into(model, load_state_dict(path), path)
-    if name == "virchow2":
-        return model, partial(_cls_and_mean_patch, model)
-    return model, _identity
-
-
-def _identity(x):
-    return x
-
-
 _HINT = "Weights come from the model's gated Hugging Face repository, downloaded once by you, under its licence."
 for _name, _dim, (_mean, _std), _resize, _desc in [
     ("uni", 1024, IMAGENET, None, "UNI (MahmoodLab) ViT-L/16, class token"),
@@ -133,7 +119,8 @@ for _name, _dim, (_mean, _std), _resize, _desc in [
     register_encoder(
         EncoderSpec(
             name=_name,
-            factory=partial(_factory, _name),
+            build=partial(build_vit, _name),
+            pool=_cls_and_mean_patch if _name == "virchow2" else None,
             embed_dim=_dim,
             mean=_mean,
             std=_std,
