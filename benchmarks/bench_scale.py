@@ -89,11 +89,11 @@ def build(run: Path, n: int) -> dict:
 
 
 def paper_config(run: Path):
-    from spade_st._validation import read_yaml_mapping
-    from spade_st.train.config import BUILTIN, PretrainConfig
+    from spade_st.train.config import load_config
 
-    values = read_yaml_mapping(BUILTIN / "spade_hest1k_uni.yaml", "config")
-    return PretrainConfig(**(values | {"encoder": None, "out": run, "epochs": 1, "progress": False}))
+    cfg = load_config("spade_hest1k_uni", require=(), out=run, epochs=1, progress=False)
+    cfg.encoder = None  # read from the store
+    return cfg
 
 
 def cluster(run: Path) -> dict:

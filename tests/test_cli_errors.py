@@ -11,12 +11,12 @@ from conftest import run_cli
 @pytest.mark.parametrize(
     ("yaml_text", "extra", "needles"),
     [
-        ("experts: four\n", [], ["experts must be an integer", "'four'"]),
-        ("lrr: 0.001\n", [], ["unknown option 'lrr'", "did you mean 'lr'"]),
-        ("epochs: 2.5\n", [], ["epochs must be an integer"]),
-        ("shared_gene_head: maybe\n", [], ["shared_gene_head must be true or false"]),
-        ("output: both\n", [], ["output must be 'spade', 'residual' or 'concat'"]),
-        ("k1: 3\nexperts: 7\nencoder: random_cnn\n", [], ["cannot form 7 experts", "raise --k1"]),
+        ("clustering:\n  n_experts: four\n", [], ["n_experts must be an integer", "'four'"]),
+        ("optim:\n  lrr: 0.001\n", [], ["unknown option 'lrr' under 'optim:'", "did you mean 'lr'"]),
+        ("optim:\n  epochs: 2.5\n", [], ["epochs must be an integer"]),
+        ("model:\n  shared_gene_head: maybe\n", [], ["shared_gene_head must be true or false"]),
+        ("model:\n  output: both\n", [], ["output must be 'spade', 'residual' or 'concat'"]),
+        ("encoder: random_cnn\nclustering: {k1: 3, n_experts: 7}\n", [], ["cannot form 7 experts", "raise --k1"]),
         (None, ["--config", "her2sd"], ["did you mean 'her2st'", "built-in: demo, her2st"]),
     ],
 )
@@ -32,6 +32,17 @@ def test_config_errors_are_one_line_and_write_nothing(synthetic_root, tmp_path, 
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not out.exists()
+
+
+def test_flat_config_of_an_older_version_warns_in_one_line(synthetic_root, tmp_path):
+    """Flat keys (no sections) still load, with one warning line saying where they go now."""
+    (tmp_path / "c.yaml").write_text("k1: 3\nexperts: 7\nencoder: random_cnn\n")
+    r = run_cli(["pretrain", "--data", synthetic_root, "--features", tmp_path / "f", "--out", tmp_path / "m",
+                 "--config", tmp_path / "c.yaml"])  # fmt: skip
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 3, r.stderr  # two deprecation lines, then the config's own error
+    assert lines[0].startswith("spade-st: warning:") and "n_experts -> clustering:" in lines[0]
+    assert "'experts' is now 'n_experts'" in lines[1] and "cannot form 7 experts" in lines[2]
 
 
 def test_encoder_name_did_you_mean(synthetic_root, tmp_path):

@@ -83,9 +83,9 @@ def _cmd_encoders(args) -> int:
 
 def _cmd_pretrain(args) -> int:
     from .train.config import PretrainConfig, load_config
-
-    names = {f.name for f in fields(PretrainConfig)}
     from .train.pretrain import pretrain
+
+    names = set(PretrainConfig.option_names())
 
     cfg = load_config(args.config, **{k: v for k, v in vars(args).items() if k in names})
     out = pretrain(cfg)

@@ -131,25 +131,10 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {lower[close[0]]!r}?)" if close else ""
 
 
-def coerce_fields(cls, values: dict, source: str) -> dict:
-    """``values`` converted to the annotated types of the dataclass ``cls`` (int, float, bool, str, Path, lists
-    and ``X | None``), so ``lr: 1e-4`` (a string to YAML 1.1) is a float; a value that does not convert is a
-    one-line error naming the option, the value and the type."""
-    import typing
-    from dataclasses import fields
-
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    out = {}
-    for key, value in values.items():
-        if key not in names:
-            msg = f"{source}: unknown option {key!r}{did_you_mean(key, names)}; known: {', '.join(sorted(names))}"
-            raise SpadeInputError(msg)
-        out[key] = _coerce(value, hints[key], f"{source}: {key}")
-    return out
-
-
-def _coerce(value, hint, where: str):
+def coerce_value(value, hint, where: str):
+    """``value`` converted to the annotated type ``hint`` (int, float, bool, str, Path, lists and ``X | None``),
+    so ``lr: 1e-4`` (a string to YAML 1.1) is a float; a value that does not convert is a one-line error
+    naming ``where``, the value and the type."""
     import types
     import typing
 
@@ -160,7 +145,7 @@ def _coerce(value, hint, where: str):
         errors = []
         for a in args:
             try:
-                return _coerce(value, a, where)
+                return coerce_value(value, a, where)
             except SpadeInputError as err:
                 errors.append(err)
         raise errors[0]
@@ -168,7 +153,7 @@ def _coerce(value, hint, where: str):
     if origin in (list, tuple):
         items = value if isinstance(value, list | tuple) else [value]
         inner = args[0] if args else str
-        return origin(_coerce(v, inner, where) for v in items)
+        return origin(coerce_value(v, inner, where) for v in items)
     try:
         if hint is bool:
             if isinstance(value, bool):

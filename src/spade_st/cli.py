@@ -108,7 +108,7 @@ def _add_pretrain(sub) -> None:
 
     def cfg(text: str, name: str, shown: str | None = None) -> str:
         """Help of a flag that overrides a config value: unset, the --config value (else the built-in) holds."""
-        value = getattr(base, name) if shown is None else shown
+        value = base.get(name) if shown is None else shown
         return f"{text} (default: the --config value, else {value})" + NO_DEFAULT
 
     pt = sub.add_parser("pretrain", help="train the SPADE experts (resumable)", **FMT)
@@ -130,7 +130,9 @@ def _add_pretrain(sub) -> None:
     )
     pt.add_argument("--exclude", nargs="+", help="sample ids kept out of every step (default: none)" + NO_DEFAULT)
     pt.add_argument("--k1", type=int, help=cfg("stage-1 k-means clusters per group (organ)", "k1"))
-    pt.add_argument("--experts", type=int, help=cfg("number of experts (stage-2 clusters)", "experts"))
+    pt.add_argument(
+        "--experts", dest="n_experts", type=int, help=cfg("number of experts (stage-2 clusters)", "n_experts")
+    )
     pt.add_argument("--epochs", type=int, help=cfg("training epochs", "epochs"))
     pt.add_argument("--batch-size", type=int, help=cfg("spots per training batch", "batch_size"))
     pt.add_argument("--device", help=DEVICE_HELP)
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     def one_line(message, category, *_args, **_kw):
         return (
             f"spade-st: warning: {message}\n"
-            if issubclass(category, DataWarning)
+            if issubclass(category, DataWarning | FutureWarning)
             else f"{category.__name__}: {message}\n"
         )
 

@@ -35,7 +35,7 @@ def fitted(synthetic_root, tmp_path_factory):
         out=tmp_path_factory.mktemp("tlfit"),
         epochs=3,
         k1=2,
-        experts=2,
+        n_experts=2,
         batch_size=16,
         device="cpu",
         progress=False,

@@ -182,7 +182,7 @@ def test_expert_made_of_one_section_warns(tmp_path):
         a.obsm["spatial"] = rng.uniform(0, 1000, size=(80, 2))
         a.obsm["X_random_cnn"] = (rng.normal(size=(80, 64)) + shift).astype(np.float32)
         adatas[f"S{i}"] = a
-    opts = {"epochs": 1, "k1": 2, "experts": 2, "batch_size": 16, "device": "cpu", "progress": False}
+    opts = {"epochs": 1, "k1": 2, "n_experts": 2, "batch_size": 16, "device": "cpu", "progress": False}
     with pytest.warns(DataWarning, match=r"100% of its \d+ training spots come from sample S"):
         spade.tl.fit(adatas, config="demo", out=tmp_path, n_top_genes=10, **opts)
     qc = pd.read_csv(tmp_path / "clustering_qc.csv")

@@ -10,4 +10,4 @@ TARGETS = ("log1p", "cp10k")  #: gene targets: log1p of raw counts (HEST-Benchma
 PROBES = ("hest_ridge", "ridge_cv")  #: gene probes: the HEST-Benchmark ridge and a ridge with alpha by group CV
 PROTOCOLS = ("within_patient", "leave_one_patient_out")  #: gene-expression fold protocols
 #: her2st bench model variants: name -> overrides of the pretraining config
-VARIANTS = {"spade": {}, "single_expert": {"experts": 1}, "one_epoch": {"epochs": 1}}
+VARIANTS = {"spade": {}, "single_expert": {"n_experts": 1}, "one_epoch": {"epochs": 1}}

@@ -48,6 +48,7 @@ class SpadeConfig:
     #: weight of a reconstruction term: one linear decoder, shared by every expert, predicts the gene input from
     #: the image embedding (0: off, the paper). Puts expression in the embedding where a linear probe reads it.
     recon_weight: float = 0.0
+    whiten: bool = False  #: the fixed projection of residual/concat outputs was whitened (else unit mean variance)
 
     @property
     def embed_dim(self) -> int:

@@ -103,7 +103,7 @@ def fit(
         ``obsm`` key of the encoder features (default: the one ``X_<encoder>`` key).
     config
         A built-in config name (``her2st``: tuned for a few sections; ``her2st_paper``; ``spade_hest1k_uni``), a
-        YAML path or a :class:`~spade_st.train.PretrainConfig`. ``options`` override its fields (``epochs=20``).
+        YAML path or a :class:`~spade_st.train.PretrainConfig`. ``options`` override its options by name (``epochs=20``, ``k1=8``).
     out
         Run folder (split, store, checkpoints, model); default: a new temporary folder. Rerunning with the same
         folder and settings resumes.
@@ -128,10 +128,10 @@ def fit(
         paths = {"data": None, "features": feat_dir}
         options.setdefault("encoder", encoder)
     if isinstance(config, PretrainConfig):
-        from dataclasses import asdict
+        import copy
 
-        base = {k: v for k, v in asdict(config).items() if v is not None}
-        cfg = load_config(None, require=(), **(base | options | paths | {"out": out}))
+        cfg = copy.deepcopy(config).set(**{k: v for k, v in options.items() if v is not None}, **paths, out=out)
+        cfg.validate(require=())
     else:
         cfg = load_config(config, require=(), **(options | paths | {"out": out}))
     if samples is None:

@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+import warnings
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .._atomic import plain
-from .._validation import SpadeInputError, coerce_fields, did_you_mean, read_yaml_mapping
+from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml_mapping
 
 
 @dataclass
-class PretrainConfig:
-    """Options of ``spade-st pretrain``. Defaults are the paper's (SPADE, arXiv 2506.21857)."""
+class ClusteringConfig:
+    """Two-stage k-means: the parameters of :class:`~spade_st.experts.TwoStageClustering`, by the same names."""
 
-    data: Path | None = None
-    features: Path | None = None  #: FEATS/<encoder>
-    out: Path | None = None
-    encoder: str | None = None  #: default: read from the feature files
-    exclude: list[str] = field(default_factory=list)
-    # gene panel
-    n_top_genes: int = 50
-    gene_mode: str = "log1p"  #: "log1p" (log1p CP10k, by name) or "raw" (raw counts, as the released code)
-    # split
-    val_fraction: float = 0.1
-    group_key: str = "organ"
-    # clustering
-    k1: int = 16
-    experts: int = 16
-    kmeans_backend: str = "auto"
-    kmeans_niter: int = 50
-    kmeans_nredo: int = 5
+    k1: int = 16  #: stage-1 clusters per group (organ)
+    n_experts: int = 16  #: stage-2 clusters = experts
+    backend: str = "auto"  #: k-means backend: "auto", "faiss" or "sklearn"
+    niter: int = 50
+    nredo: int = 5
     small_group: str = "shrink"
     empty_expert: str = "error"
     #: fewest training spots per expert; fewer experts are made when needed. None: the batch size; 0: no rule
     min_expert_spots: int | None = None
-    # model and loss
+
+
+@dataclass
+class ModelConfig:
+    """Heads, output and loss: fields of :class:`~spade_st.experts.SpadeConfig`, by the same names."""
+
     out_dim: int = 256
     dropout: float = 0.1
     loss: str = "bleep"  #: "bleep" (paper) or "infonce" (L2-normalised, learnable temperature)
@@ -43,21 +38,77 @@ class PretrainConfig:
     output: str = "spade"  #: "spade" (paper), "residual" (projection + experts) or "concat" ([projection || experts])
     whiten: bool = False  #: whiten the fixed projection of residual/concat outputs (else: unit average variance)
     shared_gene_head: bool = False  #: one gene head for every expert (one shared embedding space)
-    gene_smoothing: float = 0.0  #: gene-side input averaged over spots within this many spot pitches (0: off)
-    gene_library_size: bool = False  #: the gene head also gets log1p of the spot's library size
     recon_weight: float = 0.0  #: a shared linear decoder predicts the gene input from the image embedding (0: off)
-    # optimisation
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation: the settings of :class:`~spade_st.train.loop.Trainer`."""
+
     lr: float = 1e-4
     weight_decay: float = 1e-2
     epochs: int = 100
     batch_size: int = 512
     early_stop: int | None = None  #: patience in epochs per expert (None: train all epochs)
+
+
+#: the nested sections of :class:`PretrainConfig` (YAML ``clustering:``, ``model:``, ``optim:``)
+SECTIONS = {"clustering": ClusteringConfig, "model": ModelConfig, "optim": OptimConfig}
+#: flat keys of older config files -> their field now
+RENAMED = {"experts": "n_experts", "kmeans_backend": "backend", "kmeans_niter": "niter", "kmeans_nredo": "nredo"}
+
+
+@dataclass
+class PretrainConfig:
+    """Options of ``spade-st pretrain``. Defaults are the paper's (SPADE, arXiv 2506.21857).
+
+    Data, gene and split options sit at the top; ``clustering``, ``model`` and ``optim`` are sections whose
+    field names are those of the objects they configure, so each is passed on whole. :meth:`set` takes any
+    option by its own name (``k1=8``, ``lr=1e-3``): every name is unique across the sections.
+    """
+
+    data: Path | None = None
+    features: Path | None = None  #: FEATS/<encoder>
+    out: Path | None = None
+    encoder: str | None = None  #: default: read from the feature files
+    exclude: list[str] = field(default_factory=list)
+    # gene panel and gene-side input
+    n_top_genes: int = 50
+    gene_mode: str = "log1p"  #: "log1p" (log1p CP10k, by name) or "raw" (raw counts, as the released code)
+    gene_smoothing: float = 0.0  #: gene-side input averaged over spots within this many spot pitches (0: off)
+    gene_library_size: bool = False  #: the gene head also gets log1p of the spot's library size
+    # split
+    val_fraction: float = 0.1
+    group_key: str = "organ"
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 42
     device: str | None = None
     store_dtype: str = "float32"
     progress: bool = True
     #: fit the expression head (ridge + prototypes, ``predictor.json``) on the training spots at the end
     predictor: bool = True
+
+    @staticmethod
+    def option_names() -> list[str]:
+        """Every option :meth:`set` takes: the top-level fields and each section's fields."""
+        top = [f.name for f in fields(PretrainConfig) if f.name not in SECTIONS]
+        return top + [f.name for cls in SECTIONS.values() for f in fields(cls)]
+
+    def set(self, **options) -> PretrainConfig:
+        """Set options by name, each where it lives (``set(k1=8, lr=1e-3, out=...)``); returns self.
+
+        Values are converted to the field's type; an unknown name is an error naming the closest one. The
+        flat names of older files (``experts``, ``kmeans_backend``, ...) are accepted with a deprecation warning.
+        """
+        _assign(self, options, "option")
+        return self
+
+    def get(self, name: str):
+        """The value of option ``name`` (top level or in its section)."""
+        section, field_name = _place(name)
+        return getattr(self if section is None else getattr(self, section), field_name)
 
     def validate(self, require=("data", "features", "out")) -> PretrainConfig:
         """Check the options (and that the paths in ``require`` are set); returns self."""
@@ -68,17 +119,18 @@ class PretrainConfig:
         for name in ("data", "features", "out"):
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)))
+        c, m, o = self.clustering, self.model, self.optim
         checks = [
             (self.gene_mode in ("log1p", "raw"), "gene_mode must be 'log1p' or 'raw'"),
-            (self.loss in ("bleep", "infonce"), "loss must be 'bleep' or 'infonce'"),
-            (self.k1 >= 1 and self.experts >= 1, "k1 and experts must be >= 1"),
-            (self.epochs >= 1 and self.batch_size >= 2, "epochs >= 1 and batch_size >= 2 are needed"),
-            (self.tau > 0 and self.tau_r >= 0, "tau must be > 0 and tau_r >= 0"),
-            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (self.output in ("spade", "residual", "concat"), "output must be 'spade', 'residual' or 'concat'"),
-            (self.min_expert_spots is None or self.min_expert_spots >= 0, "min_expert_spots must be >= 0"),
+            (m.loss in ("bleep", "infonce"), "loss must be 'bleep' or 'infonce'"),
+            (c.k1 >= 1 and c.n_experts >= 1, "k1 and n_experts must be >= 1"),
+            (o.epochs >= 1 and o.batch_size >= 2, "epochs >= 1 and batch_size >= 2 are needed"),
+            (m.tau > 0 and m.tau_r >= 0, "tau must be > 0 and tau_r >= 0"),
+            (0 <= m.dropout < 1, "dropout must be in [0, 1)"),
+            (m.output in ("spade", "residual", "concat"), "output must be 'spade', 'residual' or 'concat'"),
+            (c.min_expert_spots is None or c.min_expert_spots >= 0, "min_expert_spots must be >= 0"),
             (self.gene_smoothing >= 0, "gene_smoothing must be >= 0 (spot pitches; 0 turns it off)"),
-            (self.recon_weight >= 0, "recon_weight must be >= 0 (0 turns the reconstruction term off)"),
+            (m.recon_weight >= 0, "recon_weight must be >= 0 (0 turns the reconstruction term off)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -96,6 +148,68 @@ class PretrainConfig:
         return d
 
 
+def _place(key: str) -> tuple[str | None, str]:
+    """(section or None for the top level, field name) of option ``key``; unknown names raise."""
+    name = RENAMED.get(key, key)
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in fields(cls)}:
+            return section, name
+    if name in {f.name for f in fields(PretrainConfig)} and name not in SECTIONS:
+        return None, name
+    known = PretrainConfig.option_names()
+    msg = f"unknown option {key!r}{did_you_mean(key, known + list(RENAMED))}; known: {', '.join(sorted(known))}"
+    raise SpadeInputError(msg)
+
+
+def _assign(cfg: PretrainConfig, values: dict, source: str) -> None:
+    """Set ``values`` (option name -> value) on ``cfg`` with type conversion; old names warn once."""
+    old = sorted(k for k in values if k in RENAMED)
+    if old:
+        warnings.warn(
+            f"{source}: {', '.join(f'{k!r} is now {RENAMED[k]!r}' for k in old)} (the old names will be removed)",
+            FutureWarning,
+            stacklevel=3,
+        )
+    for key, value in values.items():
+        try:
+            section, name = _place(key)
+        except SpadeInputError as err:
+            raise SpadeInputError(f"{source}: {err}") from None
+        target = cfg if section is None else getattr(cfg, section)
+        hint = typing.get_type_hints(type(target))[name]
+        setattr(target, name, coerce_value(value, hint, f"{source}: {key}"))
+
+
+def _from_mapping(values: dict, source: str) -> PretrainConfig:
+    """A config from a YAML mapping: sections as nested mappings; flat section keys (older files) warn."""
+    cfg = PretrainConfig()
+    flat = {k: v for k, v in values.items() if k not in SECTIONS}
+    moved = sorted(k for k in flat if _place(k)[0] is not None) if flat else []
+    if moved:
+        where = {k: _place(k)[0] for k in moved}
+        warnings.warn(
+            f"{source}: flat keys {', '.join(moved)} are deprecated; write them under their section "
+            f"({', '.join(f'{RENAMED.get(k, k)} -> {s}:' for k, s in where.items())})",
+            FutureWarning,
+            stacklevel=3,
+        )
+    _assign(cfg, flat, source)
+    for section, cls in SECTIONS.items():
+        if section not in values:
+            continue
+        block = values[section] or {}
+        if not isinstance(block, dict):
+            msg = f"{source}: '{section}:' must be a mapping of option: value, got {block!r}"
+            raise SpadeInputError(msg)
+        names = {f.name for f in fields(cls)}
+        for key in block:
+            if key not in names:
+                msg = f"{source}: unknown option {key!r} under '{section}:'{did_you_mean(key, names)}; known: {', '.join(sorted(names))}"
+                raise SpadeInputError(msg)
+        _assign(cfg, block, f"{source}: {section}")
+    return cfg
+
+
 BUILTIN = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -106,8 +220,9 @@ def builtin_configs() -> list[str]:
 
 def load_config(path: Path | str | None = None, require=("data", "features", "out"), **overrides) -> PretrainConfig:
     """A config from a YAML file or a built-in name (``demo``, ``her2st``, ``spade_hest1k_uni``); unknown keys
-    are an error; non-None ``overrides`` are applied on top; the paths in ``require`` must be set."""
-    values: dict = {}
+    are an error; non-None ``overrides`` (options by name, see :meth:`PretrainConfig.set`) are applied on top;
+    the paths in ``require`` must be set."""
+    cfg = PretrainConfig()
     if path is not None:
         p = Path(path)
         if not p.is_file() and (BUILTIN / f"{p}.yaml").is_file():
@@ -119,6 +234,6 @@ def load_config(path: Path | str | None = None, require=("data", "features", "ou
                 f"built-in: {', '.join(names)}"
             )
             raise SpadeInputError(msg)
-        values = coerce_fields(PretrainConfig, read_yaml_mapping(p, "config file"), str(p))
-    values |= coerce_fields(PretrainConfig, {k: v for k, v in overrides.items() if v is not None}, "option")
-    return PretrainConfig(**values).validate(require)
+        cfg = _from_mapping(read_yaml_mapping(p, "config file"), str(p))
+    _assign(cfg, {k: v for k, v in overrides.items() if v is not None}, "option")
+    return cfg.validate(require)

@@ -10,11 +10,16 @@ that of the global batch.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .._dist import DistInfo
+from .._dist import DistInfo, barrier
+from .._validation import SpadeInputError
 from ..experts.loss import bleep_loss, infonce_loss
 
 
@@ -170,7 +175,9 @@ def allreduce_grads(params, info: DistInfo, replicated=()) -> None:
 
 
 @torch.no_grad()
-def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int, loss: str, tau: float, device):
+def validation_losses(
+    model, features, expression, val_rows: list[np.ndarray], batch_size: int, loss: str, tau: float, device
+):
     """Mean loss per expert over its validation spots (NaN for an expert with none), dropout off."""
     was = model.training
     model.eval()
@@ -183,8 +190,8 @@ def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int,
         sub = None if len(act) == E else torch.from_numpy(act).to(device)
         per = expert_losses(
             model,
-            gather_rows(store.features, idx[act], device),
-            gather_rows(store.expression, idx[act], device),
+            gather_rows(features, idx[act], device),
+            gather_rows(expression, idx[act], device),
             step_mask(mask[act], device),
             loss,
             tau,
@@ -196,3 +203,173 @@ def validation_losses(model, store, val_rows: list[np.ndarray], batch_size: int,
     model.train(was)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+class Trainer:
+    """The epoch loop of the batched experts: state, best-so-far per expert, early stop, checkpoints.
+
+    Parameters
+    ----------
+    model
+        A :class:`~spade_st.experts.SpadeModel` (initialised; trained in place).
+    optim
+        :class:`~spade_st.train.config.OptimConfig` (lr, weight decay, epochs, batch size, early stop).
+    loss, tau
+        The contrastive loss ("bleep" or "infonce") and its temperature.
+    seed
+        Seeds the batches' order and the dropout masks: each epoch's are a function of (seed, epoch) only, so a
+        resumed run ends bit-identical (on CPU) to an uninterrupted one.
+    device, info
+        Where to train; ``info`` (:func:`~spade_st._dist.init_distributed`) under torchrun, else one process.
+    checkpoint_dir, checkpoint_key
+        With a folder, the state is saved after every epoch and resumed from it; ``checkpoint_key`` (settings
+        that must match to resume) is hashed into the checkpoint.
+    progress
+        Progress bars (rank 0).
+
+    Attributes
+    ----------
+    state_ : dict
+        ``epoch`` (epochs done), ``history`` (rows: epoch, expert, train_loss, val_loss, lr), per expert
+        ``best_val``, ``best_epoch``, ``since_best``, ``stopped``; ``best_params``.
+    history_ : pandas.DataFrame
+        ``state_["history"]`` as a table.
+    """
+
+    def __init__(
+        self,
+        model,
+        optim,
+        loss: str = "bleep",
+        tau: float = 1.0,
+        seed: int = 0,
+        device="cpu",
+        info: DistInfo | None = None,
+        checkpoint_dir=None,
+        checkpoint_key: dict | None = None,
+        progress: bool = False,
+    ):
+        self.model, self.optim, self.loss, self.tau, self.seed = model, optim, loss, tau, seed
+        self.device, self.info = torch.device(device), info or DistInfo(0, 1, 0)
+        self.checkpoint_dir, self.checkpoint_key, self.progress = checkpoint_dir, checkpoint_key or {}, progress
+
+    def fit(self, features, expression, train_rows: list[np.ndarray], val_rows: list[np.ndarray]) -> Trainer:
+        """Train (or resume) on row arrays: ``features`` (N, D) and ``expression`` (N, G), ndarrays or a row
+        store's files; ``train_rows[e]`` / ``val_rows[e]`` are expert e's rows. The best epoch's parameters of
+        each expert (the shared ones: of the best summed loss) are in the model at the end; returns self."""
+        from .._fault import maybe_die
+        from .._progress import progress as tqdm
+        from .checkpoint import config_hash, load_checkpoint, save_checkpoint
+        from .optim import StackedAdamW, cosine_lr
+
+        model, o, info, E = self.model, self.optim, self.info, len(train_rows)
+        if o.batch_size % info.world_size:
+            msg = f"batch size {o.batch_size} is not divisible by the {info.world_size} ranks"
+            raise SpadeInputError(msg)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = StackedAdamW(params, E, lr=o.lr, weight_decay=o.weight_decay)
+        batches = ExpertBatches(train_rows, o.batch_size, self.seed)
+        total = torch.as_tensor(batches.steps * o.epochs)
+        shared_total = torch.as_tensor([batches.n_steps * o.epochs])  # parameters shared by the experts
+        chash = config_hash(self.checkpoint_key)
+        state = load_checkpoint(self.checkpoint_dir, model, opt, chash) if self.checkpoint_dir else None
+        show = self.progress and info.is_main
+        if state is not None and show:
+            where = Path(self.checkpoint_dir) / "last.safetensors"
+            print(f"pretrain: resuming from epoch {state['epoch']} of {o.epochs} ({where})", file=sys.stderr)
+        state = state if state is not None else self._fresh_state(E)
+        b_local = o.batch_size // info.world_size
+        sl = slice(info.rank * b_local, (info.rank + 1) * b_local)
+        bar = tqdm(range(state["epoch"], o.epochs), desc="pretrain", unit="epoch", disable=not show,
+                   initial=state["epoch"], total=o.epochs)  # fmt: skip
+        for epoch in bar:
+            torch.manual_seed(self.seed * 100_003 + epoch)  # dropout masks: a function of (seed, epoch) only
+            model.train()
+            run_loss, run_n = np.zeros(E), np.zeros(E)
+            stopped = state["stopped"].copy()  # fixed within an epoch
+
+            def load(b, stopped=stopped):
+                _, idx, _, active = b
+                act = np.flatnonzero(active & ~stopped)  # only the experts that train at this step are read and run
+                return act, read_rows(features, idx[act][:, sl]), read_rows(expression, idx[act][:, sl])
+
+            steps = tqdm(prefetch(batches.epoch(epoch), load), total=batches.n_steps, desc=f"epoch {epoch}",
+                         unit="step", leave=False, disable=not show)  # fmt: skip
+            for (step, _, mask, _), (act, feats, genes) in steps:
+                maybe_die(f"epoch{epoch}-step{step}")
+                if not len(act):
+                    continue
+                feats, genes = to_device(feats, self.device), to_device(genes, self.device)
+                active = np.zeros(E, bool)
+                active[act] = True
+                sub = None if len(act) == E else torch.from_numpy(act).to(self.device)
+                opt.zero_grad()
+                per = expert_losses(
+                    model, feats, genes, step_mask(mask[act], self.device, sl), self.loss, self.tau, info, experts=sub
+                )
+                per.sum().backward()
+                allreduce_grads(params, info, replicated=[model.logit_scale] if self.loss == "infonce" else ())
+                lr = cosine_lr(o.lr, opt.steps, total)
+                opt.step(lr, torch.from_numpy(active), float(cosine_lr(o.lr, opt.shared_steps, shared_total)[0]))
+                run_loss[act] += per.detach().cpu().numpy()
+                run_n[act] += 1
+            with np.errstate(invalid="ignore"):
+                tr_loss = run_loss / np.maximum(run_n, 1)
+            val = validation_losses(
+                model, features, expression, val_rows, o.batch_size, self.loss, self.tau, self.device
+            )
+            self._update_best(state, epoch, tr_loss, val, lr=cosine_lr(o.lr, opt.steps, total).numpy())
+            if self.checkpoint_dir is not None and info.is_main:
+                save_checkpoint(self.checkpoint_dir, model, opt, state, chash)
+            if show:
+                kind, shown = ("val", val) if not np.isnan(val).all() else ("train", tr_loss)
+                bar.set_postfix_str(
+                    f"{kind} loss per expert: mean {np.nanmean(shown):.2f}, min {np.nanmin(shown):.2f}, "
+                    f"max {np.nanmax(shown):.2f}"
+                )
+            barrier(info)
+        bar.close()
+        with torch.no_grad():
+            for k, v in model.named_parameters():
+                v.copy_(state["best_params"][k].to(v.device))
+        self.state_ = state
+        self.history_ = pd.DataFrame(state["history"], columns=["epoch", "expert", "train_loss", "val_loss", "lr"])
+        return self
+
+    def _fresh_state(self, E: int) -> dict:
+        return {
+            "epoch": 0,
+            "history": [],
+            "best_val": np.full(E, np.inf),
+            "best_epoch": np.full(E, -1),
+            "since_best": np.zeros(E, np.int64),
+            "stopped": np.zeros(E, bool),
+            "best_params": {k: v.detach().cpu().clone() for k, v in self.model.named_parameters()},
+            "best_total": np.full(1, np.inf),
+        }
+
+    def _update_best(self, state: dict, epoch: int, tr_loss, val, lr) -> None:
+        """Keep each expert's best parameters (by validation loss, else training loss), count patience, log."""
+        E = len(tr_loss)
+        score = np.where(np.isnan(val), tr_loss, val)  # an expert without validation spots keeps its last epoch
+        improved = (score < state["best_val"]) & ~state["stopped"]
+        total_improved = bool(score.sum() < state["best_total"][0])  # shared parameters: the experts' summed loss
+        state["best_total"] = np.minimum(state["best_total"], score.sum())
+        for k, v in self.model.named_parameters():
+            best = state["best_params"][k]
+            if v.shape[0] != E:  # shared by every expert
+                if total_improved:
+                    best.copy_(v.detach().cpu())
+                continue
+            best[torch.from_numpy(improved)] = v.detach().cpu()[torch.from_numpy(improved)]
+        state["best_val"] = np.where(improved, score, state["best_val"])
+        state["best_epoch"] = np.where(improved, epoch, state["best_epoch"])
+        state["since_best"] = np.where(improved, 0, state["since_best"] + 1)
+        if self.optim.early_stop is not None:
+            state["stopped"] = state["stopped"] | (state["since_best"] >= self.optim.early_stop)
+        state["history"] += [
+            {"epoch": epoch, "expert": e, "train_loss": float(tr_loss[e]), "val_loss": float(val[e]),
+             "lr": float(lr[e])}
+            for e in range(E)
+        ]  # fmt: skip
+        state["epoch"] = epoch + 1

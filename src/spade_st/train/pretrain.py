@@ -17,28 +17,15 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from .._atomic import atomic_path, atomic_write_json, atomic_write_text
+from .._atomic import atomic_path, atomic_write_json, atomic_write_text, plain
 from .._dist import barrier, default_device, init_distributed
-from .._fault import maybe_die
-from .._progress import progress as tqdm
 from .._validation import DataWarning, SpadeInputError
 from ..experts.clustering import TwoStageClustering
 from ..experts.model import SpadeConfig, SpadeModel
 from ..io.runs import ModelLayout
 from ._malloc import keep_freed_memory
-from .checkpoint import config_hash, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
-from .loop import (
-    ExpertBatches,
-    allreduce_grads,
-    expert_losses,
-    prefetch,
-    read_rows,
-    step_mask,
-    to_device,
-    validation_losses,
-)
-from .optim import StackedAdamW, cosine_lr
+from .loop import Trainer
 from .projection import fit_projection
 from .splits import Split, make_split
 from .store import RowSubset, build_store, open_store
@@ -84,10 +71,11 @@ def prepare(cfg: PretrainConfig, samples=None):
     split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
     groups = {str(by_id[i].meta.get(cfg.group_key)) for i in split.train}
-    if cfg.k1 * len(groups) < cfg.experts:  # refused before anything is written
+    k1, n_experts = cfg.clustering.k1, cfg.clustering.n_experts
+    if k1 * len(groups) < n_experts:  # refused before anything is written
         msg = (
-            f"k1 = {cfg.k1} stage-1 clusters x {len(groups)} group(s) ({cfg.group_key}) of training samples cannot "
-            f"form {cfg.experts} experts; lower --experts or raise --k1"
+            f"k1 = {k1} stage-1 clusters x {len(groups)} group(s) ({cfg.group_key}) of training samples cannot "
+            f"form {n_experts} experts; lower --experts or raise --k1"
         )
         raise SpadeInputError(msg)
     check_features_dir(cfg.features)
@@ -152,18 +140,9 @@ def cluster_store(cfg: PretrainConfig, store, split: Split, block_barcodes: dict
         return
     tr, va = split_rows(store, split, block_barcodes)
     groups = store.index["group"].to_numpy()
-    clu = TwoStageClustering(
-        k1=cfg.k1,
-        n_experts=cfg.experts,
-        small_group=cfg.small_group,
-        empty_expert=cfg.empty_expert,
-        backend=cfg.kmeans_backend,
-        seed=cfg.seed,
-        niter=cfg.kmeans_niter,
-        nredo=cfg.kmeans_nredo,
-        min_expert_spots=cfg.batch_size if cfg.min_expert_spots is None else cfg.min_expert_spots,
-        progress=cfg.progress,
-    )
+    c = cfg.clustering
+    sizing = cfg.optim.batch_size if c.min_expert_spots is None else c.min_expert_spots  # None: one batch
+    clu = TwoStageClustering(**(plain(c) | {"min_expert_spots": sizing}), seed=cfg.seed, progress=cfg.progress)
     clu.fit(RowSubset(store.features, tr), groups[tr])
     if clu.sizing_ and cfg.progress:
         print(f"clustering: {clu.sizing_}", file=sys.stderr)
@@ -244,153 +223,43 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
     E = int(clu["centroid_expert"].max()) + 1
     train_rows, val_rows = _expert_rows(clu, E)
     mcfg = SpadeConfig(
+        **plain(cfg.model),
         encoder=cfg.encoder,
         feature_dim=int(store.features.shape[1]),
         genes=list(panel.genes),
         n_experts=E,
-        k1=cfg.k1,
-        out_dim=cfg.out_dim,
-        dropout=cfg.dropout,
-        tau=cfg.tau,
-        tau_r=cfg.tau_r,
-        loss=cfg.loss,
+        k1=cfg.clustering.k1,
         gene_mode=cfg.gene_mode,
         group_key=cfg.group_key,
         split=split.to_dict(),
         train=cfg.training_key(),
-        output=cfg.output,
-        shared_gene_head=cfg.shared_gene_head,
-        recon_weight=cfg.recon_weight,
     )
     torch.manual_seed(cfg.seed)
     model = SpadeModel(mcfg, clu["centroids"], clu["centroid_expert"]).to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     model.image_heads.reset_parameters(g)
     model.gene_heads.reset_parameters(g)
-    if cfg.output != "spade":
-        model.set_projection(*fit_projection(store.features, clu["train_rows"], cfg.out_dim, cfg.whiten))
-    if cfg.output == "residual":  # the experts' part starts at 0: the untrained model is the projection
+    if mcfg.output != "spade":
+        model.set_projection(*fit_projection(store.features, clu["train_rows"], mcfg.out_dim, mcfg.whiten))
+    if mcfg.output == "residual":  # the experts' part starts at 0: the untrained model is the projection
         with torch.no_grad():
             model.image_heads.ln_w.zero_()
             model.image_heads.ln_b.zero_()
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = StackedAdamW(params, E, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.batch_size % info.world_size:
-        msg = f"batch size {cfg.batch_size} is not divisible by the {info.world_size} ranks"
-        raise SpadeInputError(msg)
-    batches = ExpertBatches(train_rows, cfg.batch_size, cfg.seed)
-    total = torch.as_tensor(batches.steps * cfg.epochs)
-    shared_total = torch.as_tensor([batches.n_steps * cfg.epochs])  # parameters shared by the experts
-    ckpt_dir = lay.checkpoints
-    chash = config_hash(mcfg.train | {"genes": mcfg.genes, "E": E})
-    state = load_checkpoint(ckpt_dir, model, opt, chash)
-    if state is not None and cfg.progress and info.is_main:
-        print(
-            f"pretrain: resuming from epoch {state['epoch']} of {cfg.epochs} ({ckpt_dir / 'last.safetensors'})",
-            file=sys.stderr,
-        )
-    if state is None:
-        state = {
-            "epoch": 0,
-            "history": [],
-            "best_val": np.full(E, np.inf),
-            "best_epoch": np.full(E, -1),
-            "since_best": np.zeros(E, np.int64),
-            "stopped": np.zeros(E, bool),
-            "best_params": {k: v.detach().cpu().clone() for k, v in model.named_parameters()},
-            "best_total": np.full(1, np.inf),
-        }
-    b_local = cfg.batch_size // info.world_size
-    sl = slice(info.rank * b_local, (info.rank + 1) * b_local)
-    bar = tqdm(
-        range(state["epoch"], cfg.epochs),
-        desc="pretrain",
-        unit="epoch",
-        disable=not cfg.progress or not info.is_main,
-        initial=state["epoch"],
-        total=cfg.epochs,
-    )
-    for epoch in bar:
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: a function of (seed, epoch) only
-        model.train()
-        run_loss, run_n = np.zeros(E), np.zeros(E)
-
-        stopped = state["stopped"].copy()  # fixed within an epoch
-
-        def load(b, stopped=stopped):
-            _, idx, _, active = b
-            act = np.flatnonzero(active & ~stopped)  # only the experts that train at this step are read and run
-            return act, read_rows(store.features, idx[act][:, sl]), read_rows(store.expression, idx[act][:, sl])
-
-        steps = tqdm(
-            prefetch(batches.epoch(epoch), load),
-            total=batches.n_steps,
-            desc=f"epoch {epoch}",
-            unit="step",
-            leave=False,
-            disable=not cfg.progress or not info.is_main,
-        )
-        for (step, _, mask, _), (act, feats, genes) in steps:
-            maybe_die(f"epoch{epoch}-step{step}")
-            if not len(act):
-                continue
-            feats, genes = to_device(feats, device), to_device(genes, device)
-            active = np.zeros(E, bool)
-            active[act] = True
-            sub = None if len(act) == E else torch.from_numpy(act).to(device)
-            m = step_mask(mask[act], device, sl)
-            opt.zero_grad()
-            per = expert_losses(model, feats, genes, m, cfg.loss, cfg.tau, info, experts=sub)
-            per.sum().backward()
-            allreduce_grads(params, info, replicated=[model.logit_scale] if cfg.loss == "infonce" else ())
-            lr = cosine_lr(cfg.lr, opt.steps, total)
-            opt.step(lr, torch.from_numpy(active), float(cosine_lr(cfg.lr, opt.shared_steps, shared_total)[0]))
-            run_loss[act] += per.detach().cpu().numpy()
-            run_n[act] += 1
-        with np.errstate(invalid="ignore"):
-            tr_loss = run_loss / np.maximum(run_n, 1)
-        val = validation_losses(model, store, val_rows, cfg.batch_size, cfg.loss, cfg.tau, device)
-        score = np.where(np.isnan(val), tr_loss, val)  # an expert without validation spots keeps its last epoch
-        improved = (score < state["best_val"]) & ~state["stopped"]
-        total_improved = bool(score.sum() < state["best_total"][0])  # shared parameters: the experts' summed loss
-        state["best_total"] = np.minimum(state["best_total"], score.sum())
-        for k, v in model.named_parameters():
-            best = state["best_params"][k]
-            if v.shape[0] != E:  # shared by every expert
-                if total_improved:
-                    best.copy_(v.detach().cpu())
-                continue
-            best[torch.from_numpy(improved)] = v.detach().cpu()[torch.from_numpy(improved)]
-        state["best_val"] = np.where(improved, score, state["best_val"])
-        state["best_epoch"] = np.where(improved, epoch, state["best_epoch"])
-        state["since_best"] = np.where(improved, 0, state["since_best"] + 1)
-        if cfg.early_stop is not None:
-            state["stopped"] = state["stopped"] | (state["since_best"] >= cfg.early_stop)
-        state["history"] += [
-            {
-                "epoch": epoch,
-                "expert": e,
-                "train_loss": float(tr_loss[e]),
-                "val_loss": float(val[e]),
-                "lr": float(cosine_lr(cfg.lr, opt.steps, total)[e]),
-            }
-            for e in range(E)
-        ]
-        state["epoch"] = epoch + 1
-        if info.is_main:
-            save_checkpoint(ckpt_dir, model, opt, state, chash)
-            kind, shown = ("val", val) if not np.isnan(val).all() else ("train", tr_loss)
-            bar.set_postfix_str(
-                f"{kind} loss per expert: mean {np.nanmean(shown):.2f}, min {np.nanmin(shown):.2f}, "
-                f"max {np.nanmax(shown):.2f}"
-            )
-        barrier(info)
-    bar.close()
+    trainer = Trainer(
+        model,
+        cfg.optim,
+        loss=mcfg.loss,
+        tau=mcfg.tau,
+        seed=cfg.seed,
+        device=device,
+        info=info,
+        checkpoint_dir=lay.checkpoints,
+        checkpoint_key=mcfg.train | {"genes": mcfg.genes, "E": E},
+        progress=cfg.progress,
+    ).fit(store.features, store.expression, train_rows, val_rows)
+    state = trainer.state_
     if info.is_main:
-        with torch.no_grad():
-            for k, v in model.named_parameters():
-                v.copy_(state["best_params"][k].to(v.device))
         model.config.train = model.config.train | {
             "best_epoch": [int(x) for x in state["best_epoch"]],
             "best_val": [float(x) for x in state["best_val"]],
@@ -400,7 +269,7 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
             "world_size": info.world_size,
         }
         model.save_pretrained(cfg.out)
-        atomic_write_text(lay.history, pd.DataFrame(state["history"]).to_csv(index=False))
+        atomic_write_text(lay.history, trainer.history_.to_csv(index=False))
         if cfg.predictor and (cfg.data is not None or samples is not None) and cfg.features is not None:
             from ..encoders.weights import sha256_file
             from ..io import read_hest
