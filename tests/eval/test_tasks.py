@@ -63,24 +63,24 @@ def test_slide_classification_task(slide_task, tmp_path):
     assert ("linear", "balanced_accuracy", "4", "good") in res.index
 
 
-def test_survival_task(slide_task, tmp_path):
-    m = slide_task / "surv.yaml"
-    m.write_text(
-        yaml.safe_dump(
-            {
-                "name": "surv",
-                "type": "survival",
-                "labels": "labels.csv",
-                "sources": {"good": "good"},
-                "seeds": 1,
-                "epochs": 3,
-            }
-        )
-    )
+def test_survival_task(tmp_path):
+    """150 planted slides: the hazard reaches the Cox model only if times, events and bags stay aligned through
+    the task (measured: 0.71 on the planted features, 0.50 on their noise twin)."""
+    bags, _, times, events = planted_bags(n_slides=150, dim=16, seed=5, shift=4.0)
+    _write_bags(tmp_path / "good", bags)
+    _write_bags(tmp_path / "noise", bags, noise=True)
+    ids = [f"S{i:03d}" for i in range(150)]
+    labels = {"slide": ids, "patient": [f"P{i // 2}" for i in range(150)], "time": times, "event": events}
+    pd.DataFrame(labels).to_csv(tmp_path / "labels.csv", index=False)
+    m = tmp_path / "surv.yaml"
+    task = {"name": "surv", "type": "survival", "labels": "labels.csv", "sources": {"good": "good", "noise": "noise"}}
+    m.write_text(yaml.safe_dump(task | {"seeds": 1, "epochs": 1}))
     assert main(["evaluate", str(m), "--out", str(tmp_path / "res")]) == 0
-    res = pd.read_csv(tmp_path / "res" / "results.csv")
-    assert set(zip(res.probe, res.metric, strict=True)) == {("abmil_nll", "c_index"), ("cox_mean", "c_index")}
-    assert res["mean"].between(0, 1).all()
+    res = pd.read_csv(tmp_path / "res" / "results.csv").set_index(["source", "probe"])
+    assert set(res.index.get_level_values("probe")) == {"abmil_nll", "cox_mean"} and set(res.metric) == {"c_index"}
+    assert res.loc[("good", "cox_mean"), "mean"] > 0.62
+    assert res.loc[("good", "cox_mean"), "mean"] > res.loc[("noise", "cox_mean"), "mean"] + 0.1
+    assert res["mean"].between(0, 1).all()  # a 1-epoch ABMIL: a plumbing check (its learning: test_mil_survival)
 
 
 def test_patch_task(tmp_path):

@@ -1,12 +1,13 @@
-"""A conversion killed with SIGKILL at any point leaves no sample that read_hest accepts half-written."""
+"""A conversion killed with SIGKILL at any point leaves no sample that read_hest accepts half-written, keeps the
+other samples, and a rerun completes it. The kills happen at named fault points (``SPADE_ST_FAULT``), so each
+window between two writes is hit for certain."""
 
 from __future__ import annotations
 
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,23 +15,42 @@ from spade_st.io import read_hest
 
 from conftest import HER2ST, her2st_args, require
 
+POINTS = [
+    "convert-C3-patches",  # while patches are cut into the staging folder
+    "convert-C3-staged",  # everything staged, nothing replaced
+    "convert-C3-replaced-st.h5ad",  # the new table in place, the old image and patches still there
+    "convert-C3-replaced-patches.h5",  # every file in place, the metadata row not yet written back
+]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A root holding C3 and C4 (converted once)."""
+    require(HER2ST)
+    root = tmp_path_factory.mktemp("kill") / "root"
+    for sid in ("C3", "C4"):
+        r = subprocess.run([sys.executable, "-m", "spade_st.cli", *her2st_args(sid, root)], capture_output=True)
+        assert r.returncode == 0, r.stderr
+    return root
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [1.5, 4.0, 7.0])
-def test_killed_conversion_then_rerun(tmp_path, delay):
-    require(HER2ST)
+@pytest.mark.parametrize("point", POINTS)
+def test_killed_reconversion_then_rerun(converted, tmp_path, point):
     root = tmp_path / "root"
-    cmd = [sys.executable, "-m", "spade_st.cli", *her2st_args("C3", root)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    if (root / "metadata.csv").exists():
-        # whatever is listed must be complete and consistent
-        for s in read_hest(root, require_wsi=True):
-            assert len(s.patches) == s.adata.n_obs == 180
-    rerun = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, timeout=300)
+    shutil.copytree(converted, root)
+    cmd = [sys.executable, "-m", "spade_st.cli", *her2st_args("C3", root), "--overwrite"]
+    killed = subprocess.run(cmd, capture_output=True, env=os.environ | {"SPADE_ST_FAULT": point}, timeout=300)
+    assert killed.returncode == -9, killed.stderr  # the fault point was reached
+    listed = {s.id: s for s in read_hest(root, require_wsi=True)}  # whatever is listed is complete
+    assert "C4" in listed  # the other sample is untouched
+    for s in listed.values():
+        assert len(s.patches) == s.adata.n_obs == {"C3": 180, "C4": len(s.adata)}[s.id]
+    if point.startswith("convert-C3-replaced"):
+        assert "C3" not in listed  # unlisted while its files are being replaced
+    else:
+        assert "C3" in listed  # the old C3 stays listed until the new one is staged
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    (s,) = read_hest(root, require_wsi=True)
-    assert len(s.patches) == 180
+    assert {s.id: len(s.patches) for s in read_hest(root, require_wsi=True)}["C3"] == 180
     assert not [p for p in os.listdir(root) if p.startswith(".tmp-")]

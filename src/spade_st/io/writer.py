@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from .. import __version__
 from .. import _keys as K
 from .._atomic import TMP_PREFIX, atomic_write_json
+from .._fault import maybe_die
 from .._progress import progress as tqdm
 from .._validation import (
     DataWarning,
@@ -138,10 +139,12 @@ def write_sample(
         a.write_h5ad(stage / "st.h5ad")
         write_pyramidal_tiff(stage / "wsi.tif", image, px)
         _write_patches(stage / "patches.h5", ArrayWSI(Path(sid), [image], px, "memory"), a, px, progress)
-        position = remove_metadata_row(root, sid)
+        maybe_die(f"convert-{sid}-staged")  # fault points of the kill-and-rerun tests
+        position = remove_metadata_row(root, sid)  # unlisted while its files are being replaced
         for name, dst in (("st.h5ad", lay.st(sid)), ("wsi.tif", lay.wsi(sid)), ("patches.h5", lay.patches(sid))):
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / name, dst)
+            maybe_die(f"convert-{sid}-replaced-{name}")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -210,4 +213,5 @@ def _write_patches(path: Path, wsi: ArrayWSI, a, px: float, progress: bool) -> N
             img[done : done + len(batch)] = batch
             done += len(batch)
             bar.update(len(batch))
+            maybe_die(f"convert-{Path(wsi.path).name}-patches")
         bar.close()
