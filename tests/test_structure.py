@@ -67,3 +67,23 @@ def test_every_stage_is_known():
         _stage(t) for ts in _imports().values() for t in ts if t.startswith("spade_st")
     }
     assert stages <= set(LAYERS), stages - set(LAYERS)
+
+
+#: top-level test modules that check the whole package rather than one module
+CROSS_CUTTING = {"test_examples", "test_readme", "test_structure", "test_hostile", "test_properties"}
+
+
+def test_tests_mirror_src():
+    """tests/<pkg>/ for a package of src/spade_st; a top-level tests/test_<module>*.py for a top-level module."""
+    tests = REPO / "tests"
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders <= packages, f"test folders without a package: {sorted(folders - packages)}"
+    modules = {p.stem for p in SRC.glob("*.py") if not p.stem.startswith("_")}
+    stray = [
+        p.stem
+        for p in tests.glob("test_*.py")
+        if p.stem not in CROSS_CUTTING
+        and not any(p.stem == f"test_{m}" or p.stem.startswith(f"test_{m}_") for m in modules)
+    ]
+    assert not stray, f"top-level tests that belong in a package folder: {stray}"

@@ -93,3 +93,14 @@ def test_library_size_is_one_more_gene_head_input():
     assert panel.with_library_size(False).genes == ["ERBB2", "KRT19"]
     panel.transform(a, sample_id="s")
     assert panel.missing["s"] == 0  # the pseudo-gene is never missing
+
+
+def test_match_names_is_the_case_insensitive_lookup():
+    from spade_st.genes.symbols import match_names
+
+    assert match_names(["actb", "ERBB2", "Foo", "Krt8"], ["ACTB", "ERBB2", "Krt8", "KRT8"]) == [
+        "ACTB",
+        "ERBB2",
+        None,
+        "Krt8",
+    ]

@@ -48,16 +48,18 @@ class ExpressionPredictor:
         """Columns of ``genes`` (case-insensitive; all genes when None); an unknown gene is an error."""
         if genes is None:
             return np.arange(len(self.genes))
-        pos = {g.upper(): i for i, g in enumerate(self.genes)}
+        from ..genes.symbols import match_names
+
+        pos = {g: i for i, g in enumerate(self.genes)}
         out = []
-        for g in genes:
-            if str(g).upper() not in pos:
+        for g, name in zip(genes, match_names(genes, self.genes), strict=True):
+            if name is None:
                 msg = (
                     f"gene {g!r} is not in this model's expression head ({len(self.genes)} genes){did_you_mean(g, self.genes)}; "
                     "refit it with more genes: spade-st fit-predictor --genes ..."
                 )
                 raise SpadeInputError(msg)
-            out.append(pos[str(g).upper()])
+            out.append(pos[name])
         return np.asarray(out, dtype=np.int64)
 
     def predict(self, embeddings: np.ndarray, latent: np.ndarray | None = None, method: str = "ridge", genes=None):

@@ -31,6 +31,15 @@ def canonical(name: str) -> str:
     return str(name).strip().upper()
 
 
+def match_names(wanted, available) -> list:
+    """Each name of ``wanted`` as it is spelled in ``available`` (matched by :func:`canonical`: any case), or
+    None where ``available`` has no such gene. The one case-insensitive gene lookup of spade-st."""
+    exact, by_key = set(available), {}
+    for name in available:
+        by_key.setdefault(canonical(name), name)
+    return [name if name in exact else by_key.get(canonical(name)) for name in wanted]
+
+
 def harmonise(names, ensembl: dict[str, str] | None = None) -> np.ndarray:
     """Map names to canonical symbols (Ensembl ids through ``ensembl`` first)."""
     out = []

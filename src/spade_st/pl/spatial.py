@@ -68,9 +68,9 @@ def draw_values(ax, xy, values, img=None, size: float | None = None, square: boo
 
 
 def _values(adata, key: str) -> tuple[np.ndarray, str]:
-    by_upper = {str(v).upper(): v for v in adata.var_names}
-    if key not in adata.var_names and str(key).upper() in by_upper:  # gene symbols match in any case
-        key = by_upper[str(key).upper()]
+    from ..genes.symbols import match_names
+
+    key = match_names([key], list(adata.var_names))[0] or key  # gene symbols match in any case
     if key in adata.var_names:
         col = adata[:, key].X
         return np.asarray(col.toarray() if hasattr(col, "toarray") else col, float).ravel(), UNIT
@@ -151,9 +151,12 @@ def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spo
     """
     from ..genes import expression_target
     from ..genes.ridge import pearson_per_gene
+    from ..genes.symbols import match_names
 
-    upper = {str(v).upper(): v for v in predicted.var_names}
-    genes = list(predicted.var_names[:3]) if genes is None else [upper.get(str(g).upper(), g) for g in genes]
+    if genes is None:
+        genes = list(predicted.var_names[:3])
+    else:  # gene symbols match in any case; unknown names fail below with their own message
+        genes = [m or g for g, m in zip(genes, match_names(genes, list(predicted.var_names)), strict=True)]
     pos = adata.obs_names.get_indexer(predicted.obs_names)
     if (pos < 0).any():
         msg = "predicted has rows that are not spots of adata; predict on the same spots (same obs names)"
