@@ -7,6 +7,7 @@ arrays ``embeddings`` / ``barcodes``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,44 +73,42 @@ def _attrs(f: h5py.File, key: str) -> dict:
     return attrs
 
 
-def _unreadable(p: Path, err: OSError) -> SpadeInputError:
-    return SpadeInputError(f"cannot read feature file {p} ({err}); it is truncated or not HDF5: delete it and rerun")
-
-
-def read_feature_attrs(path: Path | str) -> dict:
-    """The attributes :func:`read_features` would return, without reading any array."""
+@contextmanager
+def _open(path: Path | str):
+    """The feature file open for reading; a missing, truncated or non-HDF5 file is a clear error."""
     p = Path(path)
     if not p.is_file():
         msg = f"feature file {p} not found; run `spade-st extract` (or extract-wsi) first"
         raise FileNotFoundError(msg)
     try:
         with h5py.File(p, "r") as f:
-            return _attrs(f, next((k for k in ("features", "embeddings") if k in f), "features"))
+            yield f
     except OSError as err:
-        raise _unreadable(p, err) from err
+        msg = f"cannot read feature file {p} ({err}); it is truncated or not HDF5: delete it and rerun"
+        raise SpadeInputError(msg) from err
+
+
+def read_feature_attrs(path: Path | str) -> dict:
+    """The attributes :func:`read_features` would return, without reading any array."""
+    with _open(path) as f:
+        return _attrs(f, next((k for k in ("features", "embeddings") if k in f), "features"))
 
 
 def read_features(path: Path | str, require_complete: bool = False) -> FeatureSet:
     """Read a feature file (ours, TRIDENT's or HEST's); a truncated or foreign file is a clear error."""
     p = Path(path)
-    if not p.is_file():
-        msg = f"feature file {p} not found; run `spade-st extract` (or extract-wsi) first"
-        raise FileNotFoundError(msg)
-    try:
-        with h5py.File(p, "r") as f:
-            key = next((k for k in ("features", "embeddings") if k in f), None)
-            if key is None:
-                msg = f"{p} has no 'features' or 'embeddings' dataset (found: {list(f.keys())})"
-                raise SpadeInputError(msg)
-            feats = f[key][()]
-            coords = np.asarray(f["coords"][()]) if "coords" in f else None
-            bkey = next((k for k in ("barcode", "barcodes") if k in f), None)
-            barcode = _decode(f[bkey][()]) if bkey else None
-            attrs = _attrs(f, key)
-            skip = {key, "coords", bkey}
-            arrays = {k: f[k][()] for k in f if k not in skip and isinstance(f[k], h5py.Dataset)}
-    except OSError as err:
-        raise _unreadable(p, err) from err
+    with _open(p) as f:
+        key = next((k for k in ("features", "embeddings") if k in f), None)
+        if key is None:
+            msg = f"{p} has no 'features' or 'embeddings' dataset (found: {list(f.keys())})"
+            raise SpadeInputError(msg)
+        feats = f[key][()]
+        coords = np.asarray(f["coords"][()]) if "coords" in f else None
+        bkey = next((k for k in ("barcode", "barcodes") if k in f), None)
+        barcode = _decode(f[bkey][()]) if bkey else None
+        attrs = _attrs(f, key)
+        skip = {key, "coords", bkey}
+        arrays = {k: f[k][()] for k in f if k not in skip and isinstance(f[k], h5py.Dataset)}
     if feats.ndim == 3 and feats.shape[0] == 1:  # TRIDENT/CLAM (1, N, D)
         feats = feats[0]
     if coords is not None and coords.ndim == 3 and coords.shape[0] == 1:
