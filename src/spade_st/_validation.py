@@ -107,10 +107,7 @@ def read_yaml_mapping(path, what: str) -> dict:
     """A YAML file that must hold a mapping; missing, unparsable or non-mapping files are clear errors."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        msg = f"{what} {p} not found"
-        raise FileNotFoundError(msg)
+    p = require_file(path, what)
     try:
         values = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:

@@ -58,7 +58,7 @@ def register_encoder(spec: EncoderSpec) -> EncoderSpec:
 
 
 def _load_families() -> None:
-    from . import efficientnet, resnet, simple, vits  # noqa: F401  (registration side effects)
+    from . import efficientnet, random_cnn, resnet, vits  # noqa: F401  (registration side effects)
 
 
 def list_encoders() -> list[str]:

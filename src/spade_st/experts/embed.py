@@ -12,7 +12,7 @@ from .. import _keys as K
 from .._atomic import atomic_path, plain
 from .._dist import DistInfo, default_device
 from .._progress import progress as tqdm
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, require_file
 from ..io.features import FeatureSet, is_finished, read_features, write_features
 from ..io.runs import ModelLayout
 from .model import SpadeModel
@@ -109,9 +109,7 @@ def _put_in_adata(root: Path, sid: str, emb_path: Path, model, dst: Path) -> Non
     from ..io.layout import Layout
 
     st = Layout(root).st(sid)
-    if not st.is_file():
-        msg = f"--adata: {st} not found; is --data the root the features were extracted from?"
-        raise FileNotFoundError(msg)
+    require_file(st, "--adata: the sample's st.h5ad", "is --data the root the features were extracted from?")
     fs = read_features(emb_path)
     a = ad.read_h5ad(st)
     pos = a.obs_names.get_indexer(fs.barcode.astype(str)) if fs.barcode is not None else np.arange(a.n_obs)

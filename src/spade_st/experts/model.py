@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import __version__
 from .._atomic import atomic_save_safetensors, atomic_write_json
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, require_file
 from ..io.runs import ModelLayout
 from .heads import StackedHeads
 from .router import mix_experts, route_weights
@@ -242,9 +242,7 @@ class SpadeModel(nn.Module):
             msg = f"model folder {folder} {what}; pass the --out folder of `spade-st pretrain`"
             raise FileNotFoundError(msg)
         for p in (cfg_path, w_path):
-            if not p.is_file():
-                msg = f"model folder {folder} has no {p.name}; a spade-st model is model.safetensors + config.json"
-                raise FileNotFoundError(msg)
+            require_file(p, f"{p.name} of model folder {folder}", "a spade-st model is model.safetensors + config.json")
         try:
             raw = json.loads(cfg_path.read_text())
             known = set(SpadeConfig.__dataclass_fields__)

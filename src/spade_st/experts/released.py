@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, require_file
 from .model import SpadeConfig, SpadeModel
 
 _HEAD_KEYS = [f"{m}.{p}" for m in ("projection", "fc", "layer_norm") for p in ("weight", "bias")]
@@ -22,9 +22,7 @@ EXPECTED = [f"{side}.{k}" for side in ("image_projection", "spot_projection") fo
 
 
 def _load_expert(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        msg = f"expert checkpoint {path} not found"
-        raise FileNotFoundError(msg)
+    require_file(path, "expert checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the weights-only unpickler raises several types for foreign content
@@ -45,9 +43,7 @@ def _load_expert(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
-    if not Path(path).is_file():
-        msg = f"{what} file {path} not found"
-        raise FileNotFoundError(msg)
+    require_file(path, f"{what} file")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as err:

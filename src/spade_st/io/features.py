@@ -16,7 +16,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._fault import maybe_die
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, require_file
 
 COMPLETE = "spade_st_complete"
 
@@ -76,10 +76,7 @@ def _attrs(f: h5py.File, key: str) -> dict:
 @contextmanager
 def _open(path: Path | str):
     """The feature file open for reading; a missing, truncated or non-HDF5 file is a clear error."""
-    p = Path(path)
-    if not p.is_file():
-        msg = f"feature file {p} not found; run `spade-st extract` (or extract-wsi) first"
-        raise FileNotFoundError(msg)
+    p = require_file(path, "feature file", "run `spade-st extract` (or extract-wsi) first")
     try:
         with h5py.File(p, "r") as f:
             yield f

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._atomic import atomic_path
-from .._validation import DataWarning, SpadeInputError
+from .._validation import DataWarning, SpadeInputError, require_file
 
 
 def _tile_side(attrs: dict, level0_um: float | None) -> float | None:
@@ -131,9 +131,7 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     from ..io.features import read_feature_attrs
 
     for f in files:  # every file checked (attributes only) before anything is written
-        if not f.is_file():
-            msg = f"feature file {f} not found; make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)"
-            raise FileNotFoundError(msg)
+        require_file(f, "feature file", "make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)")
         enc = cfg.encoder or str(read_feature_attrs(f).get("encoder") or "") or None
         if enc is None:
             msg = f"{f} does not name its encoder (TRIDENT files do not); pass --encoder NAME"
