@@ -34,6 +34,9 @@ ROWS = {
     "recon_weight": ("her2st_paper", {"recon_weight": 1.0}),
     "early_stop": ("her2st_paper", {"early_stop": 10}),
     "tuned": ("her2st", {}),
+    # on top of the tuned setting: a learning rate at which the residual experts' part can move off zero
+    "tuned_lr": ("her2st", {"lr": 1e-3}),
+    "tuned_lr_recon": ("her2st", {"lr": 1e-3, "recon_weight": 1.0}),
 }
 
 
