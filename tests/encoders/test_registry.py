@@ -28,8 +28,13 @@ def _random_weights(name, tmp_path):
     """Build the encoder's backbone with random init (registry step one), save it, return the path."""
     torch.manual_seed(0)
     model = build_backbone(name, **SMALL.get(name, {}))
+    g = torch.Generator().manual_seed(1)  # moved off any fresh init (random_cnn's is seeded): loading must show
+    sd = {
+        k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in model.state_dict().items()
+    }
     path = tmp_path / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
     return get_spec(name), path
 
 

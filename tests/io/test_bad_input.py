@@ -225,3 +225,15 @@ def test_real_hest_table_opens_a_partial_download(tmp_path):
     assert s.pixel_size_um is not None and len(s.patches) == 20
     with pytest.raises(LayoutError, match=r"NCBI783: missing st/NCBI783\.h5ad"):
         read_hest(root, ids=["TENX95", "NCBI783"])
+
+
+def test_a_file_without_features_is_refused_by_its_attributes_alone(tmp_path):
+    """predict and pretrain check files by their attributes before any work: a patches file is not features."""
+    from spade_st.io.features import read_feature_attrs
+
+    p = tmp_path / "S1.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("img", data=np.zeros((2, 4, 4, 3), np.uint8))
+        f.attrs["encoder"] = "uni"
+    with pytest.raises(SpadeInputError, match="is it a feature file"):
+        read_feature_attrs(p)

@@ -60,6 +60,7 @@ def test_sections_are_passed_whole_under_the_consumers_names():
 
 def test_options_by_name_land_in_their_section():
     c = PretrainConfig().set(k1="3", lr="1e-3", output="residual", epochs=2.0, n_top_genes=10)
+    assert c.training_key()["experts"] == 16 and "clustering" not in c.training_key()  # flat: old runs resume
     assert (c.clustering.k1, c.optim.lr, c.model.output, c.optim.epochs, c.n_top_genes) == (3, 1e-3, "residual", 2, 10)
     assert c.get("lr") == 1e-3
     with pytest.raises(SpadeInputError, match="did you mean 'epochs'"):
@@ -77,12 +78,22 @@ def test_nested_yaml_and_flat_yaml_of_older_files(tmp_path):
     flat.write_text("encoder: uni\nk1: 4\nexperts: 2\nkmeans_backend: sklearn\nlr: 1.0e-3\n")
     with pytest.warns(FutureWarning, match="deprecated; write them under their section") as record:
         d = load_config(flat, **REQ)
-    assert any("'experts' is now 'n_experts'" in str(w.message) for w in record)
+    assert len(record) == 1 and "clustering: n_experts" in str(record[0].message)
     assert d.to_dict() == c.to_dict() | {"clustering": c.to_dict()["clustering"] | {"backend": "sklearn"}}
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  k1: 4\n")
     with pytest.raises(SpadeInputError, match="unknown option 'k1' under 'model:'"):
         load_config(bad, **REQ)
+    bad.write_text("k1: 4\nclustering: {k1: 9}\n")
+    with pytest.raises(SpadeInputError, match="k1 given both at the top and under its section"):
+        load_config(bad, **REQ)
+    bad.write_text("learning_rate: 0.1\n")
+    with pytest.raises(SpadeInputError, match=f"^{bad}: unknown option 'learning_rate'"):
+        load_config(bad, **REQ)
+    with pytest.raises(SpadeInputError, match="did you mean 'n_experts'"):
+        PretrainConfig().set(expert=3)
+    with pytest.raises(AttributeError):
+        PretrainConfig().epochs = 3  # an old flat attribute is refused, not silently ignored
     bad.write_text("optim: 3\n")
     with pytest.raises(SpadeInputError, match="'optim:' must be a mapping"):
         load_config(bad, **REQ)

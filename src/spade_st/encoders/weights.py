@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .._validation import SpadeInputError
+from .._validation import SpadeInputError, require_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 ENV = "SPADE_ST_WEIGHTS"
@@ -38,10 +38,7 @@ def resolve_weights(spec, weights) -> Path | None:
                 )
                 raise FileNotFoundError(msg)
             return found
-        if p.is_file():
-            return p
-        msg = f"weights for encoder {spec.name!r} not found at {p}"
-        raise FileNotFoundError(msg)
+        return require_file(p, f"weights for encoder {spec.name!r}")
     if not spec.needs_weights:
         return spec.default_weights() if spec.default_weights is not None else None
     env = os.environ.get(ENV)

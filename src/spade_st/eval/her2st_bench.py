@@ -27,7 +27,7 @@ import pandas as pd
 
 from .._atomic import atomic_write_text
 from .._progress import progress as tqdm
-from .._validation import DataWarning
+from .._validation import DataWarning, SpadeInputError
 from ._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 from .fewshot import DEFAULT_K, few_shot
 from .gene_folds import Section, fold_genes, load_section, make_folds, score_fold
@@ -70,7 +70,10 @@ def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list
     out = Path(cfg.out) / "models" / variant / f"seed{seed_index}" / "+".join(sorted(excluded))
     pc = load_config(cfg.config, data=cfg.data, features=cfg.features, out=out, exclude=sorted(excluded))
     pc.set(seed=pc.seed + seed_index, epochs=cfg.epochs or pc.optim.epochs)
-    pc.set(**(cfg.overrides | VARIANTS[variant])).validate()  # an unknown option name is refused here
+    try:
+        pc.set(**(cfg.overrides | VARIANTS[variant])).validate()
+    except SpadeInputError as err:
+        raise SpadeInputError(f"bench overrides: {err}") from None
     pc.progress = False
     pc.predictor = False  # the bench measures the embedding with its own probes
     with warnings.catch_warnings():  # one-section experts are measured by the islands rows, not said per model

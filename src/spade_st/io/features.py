@@ -85,20 +85,26 @@ def _open(path: Path | str):
         raise SpadeInputError(msg) from err
 
 
+def _main_key(f: h5py.File, path) -> str:
+    """The name of the file's feature array; a file without one (patches, expression) is refused."""
+    key = next((k for k in ("features", "embeddings") if k in f and isinstance(f[k], h5py.Dataset)), None)
+    if key is None or f[key].ndim not in (2, 3):
+        msg = f"{path} has no 'features' or 'embeddings' array of shape (N, D) (found: {list(f.keys())}); is it a feature file?"
+        raise SpadeInputError(msg)
+    return key
+
+
 def read_feature_attrs(path: Path | str) -> dict:
     """The attributes :func:`read_features` would return, without reading any array."""
     with _open(path) as f:
-        return _attrs(f, next((k for k in ("features", "embeddings") if k in f), "features"))
+        return _attrs(f, _main_key(f, path))
 
 
 def read_features(path: Path | str, require_complete: bool = False) -> FeatureSet:
     """Read a feature file (ours, TRIDENT's or HEST's); a truncated or foreign file is a clear error."""
     p = Path(path)
     with _open(p) as f:
-        key = next((k for k in ("features", "embeddings") if k in f), None)
-        if key is None:
-            msg = f"{p} has no 'features' or 'embeddings' dataset (found: {list(f.keys())})"
-            raise SpadeInputError(msg)
+        key = _main_key(f, p)
         feats = f[key][()]
         coords = np.asarray(f["coords"][()]) if "coords" in f else None
         bkey = next((k for k in ("barcode", "barcodes") if k in f), None)

@@ -132,7 +132,8 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
 
     for f in files:  # every file checked (attributes only) before anything is written
         require_file(f, "feature file", "make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)")
-        enc = cfg.encoder or str(read_feature_attrs(f).get("encoder") or "") or None
+        attrs = read_feature_attrs(f)  # also refuses a file without a feature array
+        enc = cfg.encoder or str(attrs.get("encoder") or "") or None
         if enc is None:
             msg = f"{f} does not name its encoder (TRIDENT files do not); pass --encoder NAME"
             raise SpadeInputError(msg)

@@ -11,7 +11,7 @@ from .._atomic import plain
 from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml_mapping
 
 
-@dataclass
+@dataclass(slots=True)
 class ClusteringConfig:
     """Two-stage k-means: the parameters of :class:`~spade_st.experts.TwoStageClustering`, by the same names."""
 
@@ -26,7 +26,7 @@ class ClusteringConfig:
     min_expert_spots: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelConfig:
     """Heads, output and loss: fields of :class:`~spade_st.experts.SpadeConfig`, by the same names."""
 
@@ -41,7 +41,7 @@ class ModelConfig:
     recon_weight: float = 0.0  #: a shared linear decoder predicts the gene input from the image embedding (0: off)
 
 
-@dataclass
+@dataclass(slots=True)
 class OptimConfig:
     """Optimisation: the settings of :class:`~spade_st.train.loop.Trainer`."""
 
@@ -58,7 +58,7 @@ SECTIONS = {"clustering": ClusteringConfig, "model": ModelConfig, "optim": Optim
 RENAMED = {"experts": "n_experts", "kmeans_backend": "backend", "kmeans_niter": "niter", "kmeans_nredo": "nredo"}
 
 
-@dataclass
+@dataclass(slots=True)
 class PretrainConfig:
     """Options of ``spade-st pretrain``. Defaults are the paper's (SPADE, arXiv 2506.21857).
 
@@ -141,8 +141,13 @@ class PretrainConfig:
         return plain(self)
 
     def training_key(self) -> dict:
-        """The settings a checkpoint must share to be resumed (paths, device and progress may change)."""
-        d = self.to_dict()
+        """The settings a checkpoint must share to be resumed (paths, device and progress may change), flat and
+        under the names checkpoints have always been hashed with (``experts``, ``kmeans_backend``, ...), so a
+        run started by an earlier version resumes; also what ``config.json["train"]`` records."""
+        old_name = {new: old for old, new in RENAMED.items()}
+        d = {k: v for k, v in self.to_dict().items() if k not in SECTIONS}
+        for section in SECTIONS:
+            d |= {old_name.get(k, k): v for k, v in plain(getattr(self, section)).items()}
         for k in ("data", "features", "out", "device", "progress", "predictor"):
             d.pop(k)
         return d
@@ -157,14 +162,17 @@ def _place(key: str) -> tuple[str | None, str]:
     if name in {f.name for f in fields(PretrainConfig)} and name not in SECTIONS:
         return None, name
     known = PretrainConfig.option_names()
-    msg = f"unknown option {key!r}{did_you_mean(key, known + list(RENAMED))}; known: {', '.join(sorted(known))}"
+    hint = did_you_mean(key, known + list(RENAMED))
+    for old, new in RENAMED.items():  # suggest the current name, never a deprecated one
+        hint = hint.replace(f"{old!r}", f"{new!r}")
+    msg = f"unknown option {key!r}{hint}; known: {', '.join(sorted(known))}"
     raise SpadeInputError(msg)
 
 
-def _assign(cfg: PretrainConfig, values: dict, source: str) -> None:
+def _assign(cfg: PretrainConfig, values: dict, source: str, warn_renamed: bool = True) -> None:
     """Set ``values`` (option name -> value) on ``cfg`` with type conversion; old names warn once."""
     old = sorted(k for k in values if k in RENAMED)
-    if old:
+    if old and warn_renamed:
         warnings.warn(
             f"{source}: {', '.join(f'{k!r} is now {RENAMED[k]!r}' for k in old)} (the old names will be removed)",
             FutureWarning,
@@ -184,16 +192,23 @@ def _from_mapping(values: dict, source: str) -> PretrainConfig:
     """A config from a YAML mapping: sections as nested mappings; flat section keys (older files) warn."""
     cfg = PretrainConfig()
     flat = {k: v for k, v in values.items() if k not in SECTIONS}
-    moved = sorted(k for k in flat if _place(k)[0] is not None) if flat else []
+    try:
+        where = {k: _place(k)[0] for k in flat}
+    except SpadeInputError as err:
+        raise SpadeInputError(f"{source}: {err}") from None
+    moved = sorted(k for k, section in where.items() if section is not None)
+    both = sorted(k for k in moved if isinstance(values.get(where[k]), dict) and RENAMED.get(k, k) in values[where[k]])
+    if both:
+        msg = f"{source}: {', '.join(both)} given both at the top and under its section; keep one of them"
+        raise SpadeInputError(msg)
     if moved:
-        where = {k: _place(k)[0] for k in moved}
         warnings.warn(
             f"{source}: flat keys {', '.join(moved)} are deprecated; write them under their section "
-            f"({', '.join(f'{RENAMED.get(k, k)} -> {s}:' for k, s in where.items())})",
+            f"({', '.join(f'{where[k]}: {RENAMED.get(k, k)}' for k in moved)})",
             FutureWarning,
             stacklevel=3,
         )
-    _assign(cfg, flat, source)
+    _assign(cfg, flat, source, warn_renamed=False)  # said above, in one line
     for section, cls in SECTIONS.items():
         if section not in values:
             continue
