@@ -37,6 +37,7 @@ ROWS = {
     # on top of the tuned setting: a learning rate at which the residual experts' part can move off zero
     "tuned_lr": ("her2st", {"lr": 1e-3}),
     "tuned_lr_recon": ("her2st", {"lr": 1e-3, "recon_weight": 1.0}),
+    "tuned_expression_projection": ("her2st", {"projection": "expression"}),
 }
 
 

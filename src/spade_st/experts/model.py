@@ -49,6 +49,7 @@ class SpadeConfig:
     #: the image embedding (0: off, the paper). Puts expression in the embedding where a linear probe reads it.
     recon_weight: float = 0.0
     whiten: bool = False  #: the fixed projection of residual/concat outputs was whitened (else unit mean variance)
+    projection: str = "pca"  #: how that projection was fitted: "pca" or "expression" (reduced-rank ridge)
 
     @property
     def embed_dim(self) -> int:

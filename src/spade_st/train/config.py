@@ -37,6 +37,9 @@ class ModelConfig:
     tau_r: float = 0.1
     output: str = "spade"  #: "spade" (paper), "residual" (projection + experts) or "concat" ([projection || experts])
     whiten: bool = False  #: whiten the fixed projection of residual/concat outputs (else: unit average variance)
+    #: the fixed projection: "pca" (principal components of the features) or "expression" (the features'
+    #: directions that predict the panel expression: reduced-rank ridge on the training spots)
+    projection: str = "pca"
     shared_gene_head: bool = False  #: one gene head for every expert (one shared embedding space)
     recon_weight: float = 0.0  #: a shared linear decoder predicts the gene input from the image embedding (0: off)
 
@@ -128,6 +131,7 @@ class PretrainConfig:
             (m.tau > 0 and m.tau_r >= 0, "tau must be > 0 and tau_r >= 0"),
             (0 <= m.dropout < 1, "dropout must be in [0, 1)"),
             (m.output in ("spade", "residual", "concat"), "output must be 'spade', 'residual' or 'concat'"),
+            (m.projection in ("pca", "expression"), "projection must be 'pca' or 'expression'"),
             (c.min_expert_spots is None or c.min_expert_spots >= 0, "min_expert_spots must be >= 0"),
             (self.gene_smoothing >= 0, "gene_smoothing must be >= 0 (spot pitches; 0 turns it off)"),
             (m.recon_weight >= 0, "recon_weight must be >= 0 (0 turns the reconstruction term off)"),

@@ -42,3 +42,43 @@ def fit_projection(features, rows: np.ndarray, out_dim: int, whiten: bool = Fals
     weight = np.zeros((dim, out_dim))
     weight[:, : len(vals)] = vecs / std[:, None] * scale
     return mean.astype(np.float32), weight.astype(np.float32)
+
+
+def fit_expression_projection(
+    features, expression, rows: np.ndarray, groups, out_dim: int, whiten: bool = False, max_rows: int = 20000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), weight (D, out_dim)): the directions of the features that predict the panel expression.
+
+    Reduced-rank ridge regression: a ridge from the features of ``rows`` to their expression (standardised
+    inputs, intercept; α by leave-one-group-out CV over ``groups``, the rows' samples, or over 5 contiguous
+    blocks of rows for one sample), then ``(x - mean) @ weight`` = the first ``out_dim`` principal components of
+    the ridge's predicted expression, taken as a map of the features. An image-space projection shaped by
+    expression, fixed before the experts train. At most ``max_rows`` rows are used (an even, deterministic
+    subsample). Scaled like :func:`fit_projection`; columns beyond the rank (the number of genes) are 0.
+    """
+    from ..genes.ridge import choose_alpha, ridge_weights
+
+    rows = np.asarray(rows, dtype=np.int64)
+    groups = np.asarray(groups)
+    if len(rows) > max_rows:
+        keep = np.linspace(0, len(rows) - 1, max_rows).round().astype(np.int64)
+        rows, groups = rows[keep], groups[keep]
+    if len(rows) < 10:
+        msg = f"the expression projection needs at least 10 training spots, got {len(rows)}"
+        raise ValueError(msg)
+    x = np.asarray(features[rows], dtype=np.float64)
+    y = np.asarray(expression[rows], dtype=np.float64)
+    if len(np.unique(groups)) < 2:
+        groups = np.minimum(np.arange(len(rows)) * 5 // len(rows), 4)
+    w, _ = ridge_weights(x, y, choose_alpha(x, y, groups))
+    mean = x.mean(0)
+    fitted = (x - mean) @ w
+    _, s, vt = np.linalg.svd(fitted - fitted.mean(0), full_matrices=False)
+    k = min(out_dim, int((s > s[0] * 1e-8).sum()) if len(s) else 0)
+    dirs = w @ vt[:k].T  # (D, k): feature -> score on each principal axis of the predicted expression
+    dirs *= np.sign(dirs[np.abs(dirs).argmax(0), np.arange(k)])
+    var = np.maximum((s[:k] ** 2) / (len(rows) - 1), 1e-12)
+    scale = 1.0 / np.sqrt(var) if whiten else np.full(k, 1.0 / np.sqrt(var.mean()))
+    weight = np.zeros((x.shape[1], out_dim))
+    weight[:, :k] = dirs * scale
+    return mean.astype(np.float32), weight.astype(np.float32)
