@@ -67,6 +67,8 @@ def test_options_by_name_land_in_their_section():
         c.set(epoch=3)
     with pytest.raises(SpadeInputError, match="epochs must be an integer"):
         c.set(epochs="many")
+    with pytest.raises(SpadeInputError, match="projection must be 'pca' or 'expression'"):
+        PretrainConfig().set(projection="pls").validate(require=())
 
 
 def test_nested_yaml_and_flat_yaml_of_older_files(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from spade_st.experts import SpadeConfig, SpadeModel, TwoStageClustering
 from spade_st.genes import smooth_spatial, spot_pitch
 from spade_st.train.optim import StackedAdamW
-from spade_st.train.projection import fit_projection
+from spade_st.train.projection import fit_expression_projection, fit_projection
 
 
 def _blobs(sizes, d=8, seed=0):
@@ -75,6 +75,30 @@ def _model(output="spade", shared=False, E=3):
     )
     rng = np.random.default_rng(0)
     return SpadeModel(cfg, rng.normal(size=(2 * E, 10)).astype(np.float32), np.repeat(np.arange(E), 2))
+
+
+def test_expression_projection_finds_the_directions_that_predict_expression():
+    """Expression planted on two low-variance feature directions beside large-variance noise: the expression
+    projection's components span exactly those directions; PCA's top components miss them."""
+    rng = np.random.default_rng(0)
+    n, d = 600, 40
+    x = rng.normal(size=(n, d)) * np.r_[np.full(10, 10.0), np.ones(d - 10)]  # 10 loud, uninformative columns
+    y = x[:, [20, 30]] @ rng.normal(size=(2, 15)) + 0.1 * rng.normal(size=(n, 15))
+    samples = np.repeat(["S1", "S2", "S3"], n // 3)
+    mean, w = fit_expression_projection(x.astype(np.float32), y, np.arange(n), samples, out_dim=4)
+    z = (x - mean) @ w
+    v = z.var(0, ddof=1)
+    assert abs(v.mean() - 1) < 1e-6  # unit average variance, as the PCA projection
+    assert v[2:].max() < 0.01 * v[:2].min()  # beyond the planted rank 2 only the ridge's fit to noise is left
+    planted = x[:, [20, 30]] - x[:, [20, 30]].mean(0)
+    r2 = 1 - np.linalg.lstsq(z[:, :2], planted, rcond=None)[1] / (planted**2).sum(0)
+    assert (r2 > 0.99).all(), r2  # the two components are the planted directions
+    _, wp = fit_projection(x.astype(np.float32), np.arange(n), out_dim=2)
+    zp = (x - x.mean(0)) @ wp
+    r2p = 1 - np.linalg.lstsq(zp, planted, rcond=None)[1] / (planted**2).sum(0)
+    assert (r2p < 0.2).all(), r2p
+    again = fit_expression_projection(x.astype(np.float32), y, np.arange(n), samples, out_dim=4)
+    assert np.array_equal(again[1], w)  # deterministic (signs fixed)
 
 
 def test_residual_starts_at_the_projection_and_concat_keeps_both():
