@@ -38,6 +38,7 @@ ROWS = {
     "tuned_lr": ("her2st", {"lr": 1e-3}),
     "tuned_lr_recon": ("her2st", {"lr": 1e-3, "recon_weight": 1.0}),
     "tuned_expression_projection": ("her2st", {"projection": "expression"}),
+    "tuned_out_dim_128": ("her2st", {"out_dim": 128}),
 }
 
 
