@@ -112,3 +112,12 @@ def test_readme_config_example_loads_as_the_her2st_config(tmp_path):
     for name in ("encoder", "n_top_genes", "k1", "n_experts", "backend", "min_expert_spots", "out_dim", "output"):
         assert got.get(name) == her2st.get(name), name
     assert got.optim == her2st.optim
+
+
+def test_checkpoint_key_is_the_one_earlier_versions_hashed():
+    """A run interrupted under an earlier version resumes: the default config hashes as it did before the
+    sections (a new option must enter ADDED_SINCE at the value that behaves as before)."""
+    from spade_st.train.checkpoint import config_hash
+
+    assert config_hash(PretrainConfig().training_key()) == "9b8dc89d9efc43f0"
+    assert config_hash(PretrainConfig().set(projection="expression").training_key()) != "9b8dc89d9efc43f0"

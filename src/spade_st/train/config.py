@@ -59,6 +59,9 @@ class OptimConfig:
 SECTIONS = {"clustering": ClusteringConfig, "model": ModelConfig, "optim": OptimConfig}
 #: flat keys of older config files -> their field now
 RENAMED = {"experts": "n_experts", "kmeans_backend": "backend", "kmeans_niter": "niter", "kmeans_nredo": "nredo"}
+#: options added after checkpoints existed -> the value that behaves as older versions did (left out of the
+#: checkpoint key at that value, so older runs still resume)
+ADDED_SINCE = {"projection": "pca"}
 
 
 @dataclass(slots=True)
@@ -154,6 +157,9 @@ class PretrainConfig:
             d |= {old_name.get(k, k): v for k, v in plain(getattr(self, section)).items()}
         for k in ("data", "features", "out", "device", "progress", "predictor"):
             d.pop(k)
+        for k, before in ADDED_SINCE.items():  # options older runs did not have, at what they did then
+            if d.get(k) == before:
+                d.pop(k)
         return d
 
 
