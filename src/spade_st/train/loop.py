@@ -5,7 +5,8 @@ own spots each epoch; the last batch may be short and is masked). A global epoch
 steps and expert e is active in the first ``steps_e`` of them, so each expert sees its data exactly once per
 epoch, with its own per-step cosine schedule over ``steps_e * epochs`` steps, as if trained alone.
 Under torchrun each rank takes a slice of every expert's batch; negatives are all-gathered so the loss is
-that of the global batch.
+that of the global batch. :class:`Trainer` runs the epochs: state, best-so-far per expert, early stop and
+checkpoints, on arrays or a row store.
 """
 
 from __future__ import annotations
