@@ -98,7 +98,7 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
 
     from ._atomic import atomic_write_text
     from .eval._names import SUMMARY_KEYS
-    from .eval.fewshot import few_shot
+    from .eval.fewshot import few_shot, result_rows
     from .eval.gene_folds import load_section
     from .eval.stats import long_table, summarise
     from .io import read_hest
@@ -111,7 +111,7 @@ def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None
         x = np.concatenate([sec.features for sec in secs])
         y = np.concatenate([sec.adata.obs["label"].astype(str).to_numpy() for sec in secs])
         res = few_shot(x, y, ks=(1, 2, 4, 8, 16), seeds=5, progress=True, desc=f"few-shot ({name})")
-        rows.append(res.assign(source=name, task="fewshot", fold="shots" + res["seed"].astype(str), seed=""))
+        rows.append(result_rows(res, source=name, task="fewshot"))
     summary = summarise(long_table(pd.concat(rows)), SUMMARY_KEYS)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "fewshot.csv", summary.to_csv(index=False))

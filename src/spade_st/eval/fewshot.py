@@ -151,3 +151,9 @@ def few_shot(
                     )
     draws.close()
     return pd.DataFrame(rows, columns=["probe", "k", "seed", "metric", "value", "classes"])
+
+
+def result_rows(res: pd.DataFrame, **columns) -> pd.DataFrame:
+    """:func:`few_shot`'s table in the long result schema: each draw (its ``seed``) is a ``fold`` named
+    ``shots<i>``; ``columns`` (source, task, and the pretraining ``seed`` where there is one) go on every row."""
+    return res.assign(fold="shots" + res["seed"].astype(str), seed="").assign(**columns)

@@ -29,7 +29,7 @@ from .._atomic import atomic_write_text
 from .._progress import progress as tqdm
 from .._validation import DataWarning, SpadeInputError
 from ._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
-from .fewshot import DEFAULT_K, few_shot
+from .fewshot import DEFAULT_K, few_shot, result_rows
 from .gene_folds import Section, fold_genes, load_section, make_folds, score_fold
 from .genes import knn_expression, mean_pearson
 from .retrieval import cross_modal
@@ -202,12 +202,8 @@ def _fewshot_rows(cfg: Her2stBenchConfig, sec: Section, models: dict) -> list[di
     for name, seed, x in tqdm(
         sources, desc="bench: few-shot", unit="source", disable=not cfg.progress, file=sys.stderr
     ):
-        for r in few_shot(x[sec.id], y, ks=cfg.ks, seeds=cfg.seeds).itertuples():
-            rows.append(
-                base
-                | {"probe": r.probe, "metric": r.metric, "k": r.k, "fold": f"shots{r.seed}", "source": name}
-                | {"seed": seed, "value": r.value, "classes": r.classes}
-            )
+        res = result_rows(few_shot(x[sec.id], y, ks=cfg.ks, seeds=cfg.seeds), **base, source=name, seed=seed)
+        rows += res.to_dict("records")
     return rows
 
 

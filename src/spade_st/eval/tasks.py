@@ -125,7 +125,7 @@ def _patient_split(patients: np.ndarray, y: np.ndarray, frac: float, seed: int) 
 
 def _run_patch(task: Task) -> pd.DataFrame:
     from ..io.features import read_features
-    from .fewshot import few_shot
+    from .fewshot import few_shot, result_rows
 
     lab = pd.read_csv(task.labels, dtype={"sample": str, "barcode": str})
     rows = []
@@ -147,7 +147,7 @@ def _run_patch(task: Task) -> pd.DataFrame:
             progress=True,
             desc=f"few-shot ({name})",
         )
-        rows.append(res.assign(source=name, task=task.name, fold="shots" + res["seed"].astype(str), seed=""))
+        rows.append(result_rows(res, source=name, task=task.name))
     return long_table(pd.concat(rows, ignore_index=True))
 
 
@@ -197,26 +197,13 @@ def _run_slides(task: Task) -> pd.DataFrame:
             else:
                 times, events = lab["time"].to_numpy(float), lab["event"].to_numpy(int)
                 model = train_survival_abmil(bags, times, events, train, epochs=task.epochs, seed=rep)
-                risk = predict_risk(model, [bags[i] for i in test])
-                rows.append(
-                    split
-                    | {
-                        "probe": "abmil_nll",
-                        "metric": "c_index",
-                        "k": "all",
-                        "value": c_index(times[test], events[test], risk),
-                    }
-                )
-                risk = cox_mean_pool(bags, times, events, train, test)
-                rows.append(
-                    split
-                    | {
-                        "probe": "cox_mean",
-                        "metric": "c_index",
-                        "k": "all",
-                        "value": c_index(times[test], events[test], risk),
-                    }
-                )
+                risks = {
+                    "abmil_nll": predict_risk(model, [bags[i] for i in test]),
+                    "cox_mean": cox_mean_pool(bags, times, events, train, test),
+                }
+                for probe, risk in risks.items():
+                    value = c_index(times[test], events[test], risk)
+                    rows.append(split | {"probe": probe, "metric": "c_index", "k": "all", "value": value})
     return long_table(pd.DataFrame(rows).assign(task=task.name))
 
 
@@ -250,14 +237,10 @@ def _run_genes(task: Task) -> pd.DataFrame:
             for target in task.targets:
                 for probe in task.probes:
                     v = score_fold(fold, sections, x[name], genes, target, probe)
-                    row = {
-                        "source": name,
-                        "probe": probe,
-                        "target": target,
-                        "metric": "mean_pearson",
-                        "fold": fold.name,
-                    }
-                    rows.append(row | {"value": v})
+                    rows.append(
+                        {"source": name, "probe": probe, "target": target, "metric": "mean_pearson"}
+                        | {"fold": fold.name, "value": v}
+                    )
     return long_table(pd.DataFrame(rows).assign(task=task.name))
 
 
