@@ -28,6 +28,7 @@ PATCH_BARCODE = "barcode"
 
 PATCH_SIZE = 224  #: patch side in pixels
 PATCH_PIXEL_SIZE_UM = 0.5  #: µm per pixel of patches (20x)
+VISIUM_SPOT_UM = 55.0  #: Visium spot diameter (µm): pixel sizes from scanpy's scale factors, a spot size if unknown
 
 #: Columns of the HEST-1k metadata table that spade-st reads or writes.
 METADATA_COLUMNS = (

@@ -65,7 +65,7 @@ def _infer_pixel_size(adata) -> float | None:
         sf = next(iter(lib.values())).get("scalefactors", {})
         d = sf.get("spot_diameter_fullres")
         if d:
-            return 55.0 / float(d)
+            return K.VISIUM_SPOT_UM / float(d)
     return None
 
 

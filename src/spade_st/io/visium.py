@@ -19,7 +19,6 @@ from .anndata_io import merge_duplicate_genes
 from .writer import SampleMeta, write_sample
 from .wsi import load_full_image, read_image
 
-VISIUM_SPOT_UM = 55.0
 VISIUM_PITCH_UM = 100.0
 
 
@@ -129,14 +128,14 @@ def convert_visium(cfg: VisiumConfig, progress: bool = True) -> Path:
         if not np.isfinite(diam) or diam <= 0:
             msg = f"unknown pixel size: the image has none and {sf_path} has no spot_diameter_fullres; pass --pixel-size-um"
             raise SpadeInputError(msg)
-        px = VISIUM_SPOT_UM / diam
+        px = K.VISIUM_SPOT_UM / diam
     adata.obsm[K.SPATIAL] = xy
     meta = SampleMeta(
         organ=cfg.organ,
         patient=cfg.patient,
         species=cfg.species,
         st_technology="Visium",
-        spot_diameter=VISIUM_SPOT_UM,
+        spot_diameter=K.VISIUM_SPOT_UM,
         inter_spot_dist=VISIUM_PITCH_UM,
     )
     return write_sample(

@@ -213,5 +213,4 @@ def _write_patches(path: Path, wsi: ArrayWSI, a, px: float, progress: bool) -> N
             img[done : done + len(batch)] = batch
             done += len(batch)
             bar.update(len(batch))
-            maybe_die(f"convert-{Path(wsi.path).name}-patches")
         bar.close()

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from .. import _keys as K
 from .._atomic import atomic_write_text
 from ..io.runs import ModelLayout, RunLayout
 
@@ -131,7 +132,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         thumb = slide.get_thumbnail(900)
         scale = slide.dimensions[0] / thumb.shape[1]
     diameter = s.meta.get("spot_diameter")
-    diameter = float(diameter) if diameter is not None and float(diameter) > 0 else 55.0  # µm; Visium's if unknown
+    diameter = float(diameter) if diameter is not None and float(diameter) > 0 else K.VISIUM_SPOT_UM  # µm
     spot = diameter / s.pixel_size_um  # in level-0 px
     allspots = _spade_adata(samples, cfg.embeddings, feat_dir)
     one = allspots[allspots.obs["sample"] == show].copy()
@@ -239,11 +240,8 @@ def write_report(run) -> Path:
         raise FileNotFoundError(msg)
     figs, skipped = make_figures(cfg, run / "figures")
     header = _header(cfg)
-    tables = (
-        {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted(RunLayout(run).results.glob("*.csv"))}
-        if RunLayout(run).results.is_dir()
-        else {}
-    )
+    results = RunLayout(run).results
+    tables = {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted(results.glob("*.csv"))}
     model_cfg = ModelLayout(cfg.model).config
     config = json.loads(model_cfg.read_text()) if model_cfg.is_file() else {}
     config.pop("genes", None)

@@ -11,8 +11,6 @@ from .. import _keys as K
 from .._progress import progress as tqdm
 from .._validation import DataWarning, SpadeInputError
 
-VISIUM_SPOT_UM = 55.0  #: Visium spot diameter, for images that carry only scanpy's scale factors
-
 
 def _encoder(encoder, weights, device):
     if isinstance(encoder, str):
@@ -43,7 +41,7 @@ def _scanpy_image(adata, library_id: str | None):
     if img is None or "tissue_hires_scalef" not in sf or "spot_diameter_fullres" not in sf:
         return None
     scale = float(sf["tissue_hires_scalef"])
-    px = VISIUM_SPOT_UM / (float(sf["spot_diameter_fullres"]) * scale)
+    px = K.VISIUM_SPOT_UM / (float(sf["spot_diameter_fullres"]) * scale)
     img = np.asarray(img)
     if img.dtype != np.uint8:
         img = np.clip(np.round(img * (255 if img.max() <= 1.0 else 1)), 0, 255).astype(np.uint8)

@@ -34,6 +34,15 @@ def _tile_side(attrs: dict, level0_um: float | None) -> float | None:
     return None
 
 
+def _file_encoder(path, attrs: dict, encoder: str | None) -> str:
+    """``encoder``, else the encoder the file names; a file that names none (TRIDENT's) needs ``encoder``."""
+    enc = encoder or str(attrs.get("encoder") or "") or None
+    if enc is None:
+        msg = f"{path} does not name its encoder (TRIDENT files do not); pass --encoder NAME (encoder= in Python)"
+        raise SpadeInputError(msg)
+    return enc
+
+
 def read_features(path, encoder: str | None = None, level0_um: float | None = None):
     """A feature file (ours or TRIDENT's) as AnnData.
 
@@ -57,10 +66,7 @@ def read_features(path, encoder: str | None = None, level0_um: float | None = No
     from ..io.features import read_features as read_file
 
     fs = read_file(path)
-    enc = encoder or str(fs.attrs.get("encoder") or "") or None
-    if enc is None:
-        msg = f"{path} does not name its encoder (TRIDENT files do not); pass --encoder NAME (encoder= in Python)"
-        raise SpadeInputError(msg)
+    enc = _file_encoder(path, fs.attrs, encoder)
     names = fs.barcode.astype(str) if fs.barcode is not None else np.array([f"tile_{i}" for i in range(len(fs))])
     a = ad.AnnData(obs=pd.DataFrame(index=pd.Index(names)))
     a.obsm[K.features_key(enc)] = np.asarray(fs.features, np.float32)
@@ -132,11 +138,7 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
 
     for f in files:  # every file checked (attributes only) before anything is written
         require_file(f, "feature file", "make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)")
-        attrs = read_feature_attrs(f)  # also refuses a file without a feature array
-        enc = cfg.encoder or str(attrs.get("encoder") or "") or None
-        if enc is None:
-            msg = f"{f} does not name its encoder (TRIDENT files do not); pass --encoder NAME"
-            raise SpadeInputError(msg)
+        enc = _file_encoder(f, read_feature_attrs(f), cfg.encoder)  # also refuses a file without a feature array
         if enc != model.config.encoder:
             msg = f"{f} holds {enc} features; the model takes {model.config.encoder} (extract with that encoder)"
             raise SpadeInputError(msg)
