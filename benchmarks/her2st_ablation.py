@@ -39,6 +39,10 @@ ROWS = {
     "tuned_lr_recon": ("her2st", {"lr": 1e-3, "recon_weight": 1.0}),
     "tuned_expression_projection": ("her2st", {"projection": "expression"}),
     "tuned_out_dim_128": ("her2st", {"out_dim": 128}),
+    # the projection rotated so that probes standardising each dimension do not whiten it
+    "tuned_rotate": ("her2st", {"rotate": True}),
+    "tuned_rotate_128": ("her2st", {"rotate": True, "out_dim": 128}),
+    "residual_rotate": ("her2st_paper", {"output": "residual", "rotate": True}),
 }
 
 

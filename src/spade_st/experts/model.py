@@ -50,6 +50,7 @@ class SpadeConfig:
     recon_weight: float = 0.0
     whiten: bool = False  #: the fixed projection of residual/concat outputs was whitened (else unit mean variance)
     projection: str = "pca"  #: how that projection was fitted: "pca" or "expression" (reduced-rank ridge)
+    rotate: bool = False  #: that projection was rotated by ``train.projection.rotation(out_dim)``
 
     @property
     def embed_dim(self) -> int:

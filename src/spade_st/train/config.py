@@ -40,6 +40,9 @@ class ModelConfig:
     #: the fixed projection: "pca" (principal components of the features) or "expression" (the features'
     #: directions that predict the panel expression: reduced-rank ridge on the training spots)
     projection: str = "pca"
+    #: rotate that projection by a fixed random orthogonal matrix, so no output dimension is one principal
+    #: component: probes that standardise each dimension then keep its variance structure (see projection.rotation)
+    rotate: bool = False
     shared_gene_head: bool = False  #: one gene head for every expert (one shared embedding space)
     recon_weight: float = 0.0  #: a shared linear decoder predicts the gene input from the image embedding (0: off)
 
@@ -61,7 +64,7 @@ SECTIONS = {"clustering": ClusteringConfig, "model": ModelConfig, "optim": Optim
 RENAMED = {"experts": "n_experts", "kmeans_backend": "backend", "kmeans_niter": "niter", "kmeans_nredo": "nredo"}
 #: options added after checkpoints existed -> the value that behaves as older versions did (left out of the
 #: checkpoint key at that value, so older runs still resume)
-ADDED_SINCE = {"projection": "pca"}
+ADDED_SINCE = {"projection": "pca", "rotate": False}
 
 
 @dataclass(slots=True)

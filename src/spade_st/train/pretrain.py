@@ -26,7 +26,7 @@ from ..io.runs import ModelLayout
 from ._malloc import keep_freed_memory
 from .config import PretrainConfig
 from .loop import Trainer
-from .projection import fit_expression_projection, fit_projection
+from .projection import fit_expression_projection, fit_projection, rotation
 from .splits import Split, make_split
 from .store import RowSubset, build_store, open_store
 
@@ -239,14 +239,17 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
     g = torch.Generator().manual_seed(cfg.seed)
     model.image_heads.reset_parameters(g)
     model.gene_heads.reset_parameters(g)
-    if mcfg.output != "spade" and mcfg.projection == "expression":
-        samples_of = store.index["sample"].to_numpy()[clu["train_rows"]]
-        fitted = fit_expression_projection(
-            store.features, store.expression, clu["train_rows"], samples_of, mcfg.out_dim, mcfg.whiten
-        )
-        model.set_projection(*fitted)
-    elif mcfg.output != "spade":
-        model.set_projection(*fit_projection(store.features, clu["train_rows"], mcfg.out_dim, mcfg.whiten))
+    if mcfg.output != "spade":
+        if mcfg.projection == "expression":
+            samples_of = store.index["sample"].to_numpy()[clu["train_rows"]]
+            mean, weight = fit_expression_projection(
+                store.features, store.expression, clu["train_rows"], samples_of, mcfg.out_dim, mcfg.whiten
+            )
+        else:
+            mean, weight = fit_projection(store.features, clu["train_rows"], mcfg.out_dim, mcfg.whiten)
+        if mcfg.rotate:
+            weight = (weight.astype(np.float64) @ rotation(mcfg.out_dim)).astype(np.float32)
+        model.set_projection(mean, weight)
     if mcfg.output == "residual":  # the experts' part starts at 0: the untrained model is the projection
         with torch.no_grad():
             model.image_heads.ln_w.zero_()

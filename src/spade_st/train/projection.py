@@ -1,5 +1,6 @@
 """The fixed projection of ``residual``/``concat`` outputs: PCA of standardised training features, fitted in
-two chunked passes over a row store (bounded memory at any number of spots)."""
+two chunked passes over a row store (bounded memory at any number of spots), and the fixed rotation that keeps
+its variance structure visible to probes which standardise each dimension."""
 
 from __future__ import annotations
 
@@ -82,3 +83,22 @@ def fit_expression_projection(
     weight = np.zeros((x.shape[1], out_dim))
     weight[:, :k] = dirs * scale
     return mean.astype(np.float32), weight.astype(np.float32)
+
+
+def rotation(dim: int, seed: int = 0) -> np.ndarray:
+    """A fixed random orthogonal matrix (dim, dim), float64: the Q of a QR decomposition of a standard normal
+    matrix drawn from numpy's legacy ``RandomState(seed)`` (a stream numpy keeps fixed across versions), with
+    the signs that make it Haar-distributed.
+
+    ``weight @ rotation(out_dim)`` spreads every principal component over all output dimensions, so each
+    dimension carries about the components' mean variance. A probe that standardises each input dimension
+    (``StandardScaler``, as the ridge and logistic probes here and most scikit-learn pipelines do) then keeps
+    the components' variance structure instead of whitening it. On whitened components a ridge penalty only
+    rescales the predictions (every direction is shrunk alike), so a Pearson-scored ridge cannot regularise at
+    all; after the rotation it shrinks the weak components more, as it does on the raw features.
+    """
+    if dim < 1:
+        msg = f"rotation needs dim >= 1, got {dim}"
+        raise ValueError(msg)
+    q, r = np.linalg.qr(np.random.RandomState(seed).standard_normal((dim, dim)))
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
