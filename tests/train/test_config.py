@@ -121,3 +121,4 @@ def test_checkpoint_key_is_the_one_earlier_versions_hashed():
 
     assert config_hash(PretrainConfig().training_key()) == "9b8dc89d9efc43f0"
     assert config_hash(PretrainConfig().set(projection="expression").training_key()) != "9b8dc89d9efc43f0"
+    assert config_hash(PretrainConfig().set(rotate=True).training_key()) != "9b8dc89d9efc43f0"

@@ -9,7 +9,7 @@ import torch
 from spade_st.experts import SpadeConfig, SpadeModel, TwoStageClustering
 from spade_st.genes import smooth_spatial, spot_pitch
 from spade_st.train.optim import StackedAdamW
-from spade_st.train.projection import fit_expression_projection, fit_projection
+from spade_st.train.projection import fit_expression_projection, fit_projection, rotation
 
 
 def _blobs(sizes, d=8, seed=0):
@@ -60,6 +60,55 @@ def test_projection_is_the_pca_of_standardised_features():
     np.testing.assert_allclose(((x[rows] - mean) @ ww).var(0, ddof=1), 1.0, rtol=1e-3)
     _, wide = fit_projection(x, rows, out_dim=20)
     assert wide.shape == (12, 20) and not wide[:, 12:].any()
+
+
+def test_rotation_keeps_the_variance_structure_through_per_dimension_standardisation():
+    """Standardising each dimension of PCA components whitens them; after the rotation it does not (the
+    components' variances survive), so a ridge probe on standardised inputs can still shrink weak directions."""
+    from sklearn.preprocessing import StandardScaler
+
+    q = rotation(8)
+    np.testing.assert_allclose(q @ q.T, np.eye(8), atol=1e-12)
+    np.testing.assert_array_equal(q, rotation(8))  # fixed: the same matrix every time
+    assert not np.allclose(np.abs(q), np.eye(8))  # mixes the components
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2000, 8)) * np.geomspace(10, 0.1, 8)) @ np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    mean, w = fit_projection(x.astype(np.float32), np.arange(2000), out_dim=8)
+    z = (x - mean) @ w
+
+    def spectrum(v):
+        s = np.linalg.eigvalsh(np.cov(StandardScaler().fit_transform(v), rowvar=False))
+        return s[-1] / s[0]
+
+    assert spectrum(z) == pytest.approx(1.0, abs=1e-3)  # whitened: every direction looks alike
+    assert spectrum(z @ q) > 100  # rotated: the components' variances (100 : 0.01) mostly survive
+    with pytest.raises(ValueError, match="dim >= 1"):
+        rotation(0)
+
+
+def test_pretrain_rotates_the_projection_when_asked(tmp_path):
+    import anndata as ad
+
+    import spade_st as spade
+
+    rng = np.random.default_rng(0)
+    adatas = {}
+    for i in range(2):
+        a = ad.AnnData(rng.poisson(3, size=(60, 30)).astype(np.float32))
+        a.var_names = [f"G{j}" for j in range(30)]
+        a.obs_names = [f"s{i}_{j}" for j in range(60)]
+        a.obsm["spatial"] = rng.uniform(0, 1000, size=(60, 2))
+        a.obsm["X_random_cnn"] = rng.normal(size=(60, 16)).astype(np.float32)
+        adatas[f"S{i}"] = a
+    opts = {"epochs": 1, "k1": 2, "n_experts": 1, "batch_size": 16, "device": "cpu", "progress": False}
+    opts |= {"output": "residual", "out_dim": 8, "n_top_genes": 10}
+    plain = spade.tl.fit(adatas, config="demo", out=tmp_path / "plain", **opts)
+    rotated = spade.tl.fit(adatas, config="demo", out=tmp_path / "rotated", rotate=True, **opts)
+    assert rotated.config.rotate and not plain.config.rotate
+    torch.testing.assert_close(rotated.proj_mean, plain.proj_mean)
+    want = (plain.proj_weight.double() @ torch.as_tensor(rotation(8))).float()
+    torch.testing.assert_close(rotated.proj_weight, want)
+    assert SpadeModel.from_pretrained(tmp_path / "rotated").config.rotate
 
 
 def _model(output="spade", shared=False, E=3):
