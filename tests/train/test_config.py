@@ -109,7 +109,17 @@ def test_readme_config_example_loads_as_the_her2st_config(tmp_path):
     block = re.search(r"```yaml\n(encoder: .*?)```", readme, re.S)[1]
     (tmp_path / "c.yaml").write_text(block)
     got, her2st = load_config(tmp_path / "c.yaml", **REQ), load_config("her2st", **REQ)
-    for name in ("encoder", "n_top_genes", "k1", "n_experts", "backend", "min_expert_spots", "out_dim", "output", "rotate"):
+    for name in (
+        "encoder",
+        "n_top_genes",
+        "k1",
+        "n_experts",
+        "backend",
+        "min_expert_spots",
+        "out_dim",
+        "output",
+        "rotate",
+    ):
         assert got.get(name) == her2st.get(name), name
     assert got.optim == her2st.optim
 
