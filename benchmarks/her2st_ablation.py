@@ -34,14 +34,14 @@ ROWS = {
     "recon_weight": ("her2st_paper", {"recon_weight": 1.0}),
     "early_stop": ("her2st_paper", {"early_stop": 10}),
     "tuned": ("her2st", {}),
-    # on top of the tuned setting: a learning rate at which the residual experts' part can move off zero
-    "tuned_lr": ("her2st", {"lr": 1e-3}),
-    "tuned_lr_recon": ("her2st", {"lr": 1e-3, "recon_weight": 1.0}),
-    "tuned_expression_projection": ("her2st", {"projection": "expression"}),
-    "tuned_out_dim_128": ("her2st", {"out_dim": 128}),
-    # the projection rotated so that probes standardising each dimension do not whiten it
-    "tuned_rotate": ("her2st", {"rotate": True}),
-    "tuned_rotate_128": ("her2st", {"rotate": True, "out_dim": 128}),
+    # the tuned setting before its projection was rotated, and options measured on top of that
+    "tuned_unrotated": ("her2st", {"rotate": False}),
+    # a learning rate at which the residual experts' part can move off zero
+    "tuned_lr": ("her2st", {"rotate": False, "lr": 1e-3}),
+    "tuned_lr_recon": ("her2st", {"rotate": False, "lr": 1e-3, "recon_weight": 1.0}),
+    "tuned_expression_projection": ("her2st", {"rotate": False, "projection": "expression"}),
+    "tuned_out_dim_128": ("her2st", {"rotate": False, "out_dim": 128}),
+    "tuned_out_dim_128_rotate": ("her2st", {"out_dim": 128}),
     "residual_rotate": ("her2st_paper", {"output": "residual", "rotate": True}),
 }
 
