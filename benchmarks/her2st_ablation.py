@@ -1,7 +1,7 @@
 """Ablation of the small-cohort options on the five real her2st sections: one row per option.
 
-Each row is ``spade-st bench her2st`` with only the SPADE source (the paper's her2st setting, ``her2st_paper``,
-plus that option), >= 3 pretraining seeds, both protocols, both targets and both probes, few-shot on A1, and the
+Each row is ``spade-st bench her2st`` with only the SPADE source (a config, ``her2st_paper`` or the tuned
+``her2st``, plus that row's overrides), >= 3 pretraining seeds, both protocols, both targets and both probes, few-shot on A1, and the
 expert-island numbers. The raw-feature row is measured in the same run. Usage::
 
     python benchmarks/her2st_ablation.py --out runs/ablation [--pretrain-seeds 3] [--rows paper residual ...]

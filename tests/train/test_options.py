@@ -82,6 +82,32 @@ def test_rotation_keeps_the_variance_structure_through_per_dimension_standardisa
 
     assert spectrum(z) == pytest.approx(1.0, abs=1e-3)  # whitened: every direction looks alike
     assert spectrum(z @ q) > 100  # rotated: the components' variances (100 : 0.01) mostly survive
+    # numpy's legacy stream and a sign-fixed QR: the same matrix in every version
+    np.testing.assert_allclose(rotation(3)[0], [0.586840026496, -0.485382783807, 0.648091302585], atol=1e-9)
+
+
+def test_ridge_on_standardised_components_cannot_regularise_unless_rotated():
+    """Ridge (standardised inputs, intercept) on the projection's own rows: on the unrotated components every
+    alpha gives the same Pearson r (predictions only shrink toward the mean); rotated, alpha changes it."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 16)) * np.geomspace(10, 0.1, 16)
+    y = x[:, 0] + 10 * rng.normal(size=600)
+    train, test = np.arange(100), np.arange(100, 600)
+    mean, w = fit_projection(x.astype(np.float32), train, out_dim=16)
+    z = (x - mean) @ w
+
+    def pearsons(v):
+        fits = [make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(v[train], y[train]) for a in (1e-3, 1e3)]
+        return [np.corrcoef(f.predict(v[test]), y[test])[0, 1] for f in fits]
+
+    low, high = pearsons(z)
+    assert high == pytest.approx(low, abs=1e-6)
+    low, high = pearsons(z @ rotation(16))
+    assert abs(high - low) > 0.01
     with pytest.raises(ValueError, match="dim >= 1"):
         rotation(0)
 

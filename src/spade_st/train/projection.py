@@ -15,7 +15,8 @@ def fit_projection(features, rows: np.ndarray, out_dim: int, whiten: bool = Fals
 
     Scaled so the components have unit variance on average (comparable to the expert heads' LayerNorm outputs,
     and the variance structure a ridge probe leans on is kept), or each unit variance with ``whiten``. Component
-    signs are fixed (largest loading positive), so the result is deterministic. Columns beyond the rank are 0.
+    signs are fixed (largest loading positive), so the result is deterministic. Columns beyond the rank are 0
+    (before any :func:`rotation`).
     """
     rows = np.asarray(rows, dtype=np.int64)
     n, dim = len(rows), int(features.shape[1])
@@ -55,7 +56,8 @@ def fit_expression_projection(
     blocks of rows for one sample), then ``(x - mean) @ weight`` = the first ``out_dim`` principal components of
     the ridge's predicted expression, taken as a map of the features. An image-space projection shaped by
     expression, fixed before the experts train. At most ``max_rows`` rows are used (an even, deterministic
-    subsample). Scaled like :func:`fit_projection`; columns beyond the rank (the number of genes) are 0.
+    subsample). Scaled like :func:`fit_projection`; columns beyond the rank (the number of genes) are 0 (before any
+    :func:`rotation`).
     """
     from ..genes.ridge import choose_alpha, ridge_weights
 
