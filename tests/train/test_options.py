@@ -84,6 +84,8 @@ def test_rotation_keeps_the_variance_structure_through_per_dimension_standardisa
     assert spectrum(z @ q) > 100  # rotated: the components' variances (100 : 0.01) mostly survive
     # numpy's legacy stream and a sign-fixed QR: the same matrix in every version
     np.testing.assert_allclose(rotation(3)[0], [0.586840026496, -0.485382783807, 0.648091302585], atol=1e-9)
+    with pytest.raises(ValueError, match="dim >= 1"):
+        rotation(0)
 
 
 def test_ridge_on_standardised_components_cannot_regularise_unless_rotated():
@@ -108,8 +110,6 @@ def test_ridge_on_standardised_components_cannot_regularise_unless_rotated():
     assert high == pytest.approx(low, abs=1e-6)
     low, high = pearsons(z @ rotation(16))
     assert abs(high - low) > 0.01
-    with pytest.raises(ValueError, match="dim >= 1"):
-        rotation(0)
 
 
 def test_pretrain_rotates_the_projection_when_asked(tmp_path):

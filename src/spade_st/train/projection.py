@@ -95,9 +95,10 @@ def rotation(dim: int, seed: int = 0) -> np.ndarray:
     ``weight @ rotation(out_dim)`` spreads every principal component over all output dimensions, so each
     dimension carries about the components' mean variance. A probe that standardises each input dimension
     (``StandardScaler``, as the ridge and logistic probes here and most scikit-learn pipelines do) then keeps
-    the components' variance structure instead of whitening it. On whitened components a ridge penalty only
-    rescales the predictions (every direction is shrunk alike), so a Pearson-scored ridge cannot regularise at
-    all; after the rotation it shrinks the weak components more, as it does on the raw features.
+    the components' variance structure instead of whitening it. On whitened components a ridge penalty shrinks
+    every direction alike, so the predictions only move toward their mean by one factor and a ridge whose alpha
+    is chosen by Pearson r barely regularises; after the rotation it shrinks the weak components more, as it
+    does on the raw features.
     """
     if dim < 1:
         msg = f"rotation needs dim >= 1, got {dim}"
