@@ -40,9 +40,15 @@ def fit_projection(features, rows: np.ndarray, out_dim: int, whiten: bool = Fals
     order = np.argsort(vals)[::-1][: min(out_dim, dim, n - 1)]
     vals, vecs = np.maximum(vals[order], 1e-12), vecs[:, order]
     vecs *= np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])
-    scale = 1.0 / np.sqrt(vals) if whiten else np.full(len(vals), 1.0 / np.sqrt(vals.mean()))
-    weight = np.zeros((dim, out_dim))
-    weight[:, : len(vals)] = vecs / std[:, None] * scale
+    return _scaled(mean, vecs / std[:, None], vals, out_dim, whiten)
+
+
+def _scaled(mean, dirs: np.ndarray, var: np.ndarray, out_dim: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, weight) as float32: the directions ``dirs`` (D, k), whose scores have variances ``var``, scaled to
+    unit variance on average (each one with ``whiten``) and padded with zero columns to ``out_dim``."""
+    scale = 1.0 / np.sqrt(var) if whiten else np.full(len(var), 1.0 / np.sqrt(var.mean()))
+    weight = np.zeros((dirs.shape[0], out_dim))
+    weight[:, : len(var)] = dirs * scale
     return mean.astype(np.float32), weight.astype(np.float32)
 
 
@@ -81,10 +87,7 @@ def fit_expression_projection(
     dirs = w @ vt[:k].T  # (D, k): feature -> score on each principal axis of the predicted expression
     dirs *= np.sign(dirs[np.abs(dirs).argmax(0), np.arange(k)])
     var = np.maximum((s[:k] ** 2) / (len(rows) - 1), 1e-12)
-    scale = 1.0 / np.sqrt(var) if whiten else np.full(k, 1.0 / np.sqrt(var.mean()))
-    weight = np.zeros((x.shape[1], out_dim))
-    weight[:, :k] = dirs * scale
-    return mean.astype(np.float32), weight.astype(np.float32)
+    return _scaled(mean, dirs, var, out_dim, whiten)
 
 
 def rotation(dim: int, seed: int = 0) -> np.ndarray:
