@@ -36,6 +36,8 @@ class GenePanel:
     n_top: int = 50
     flavor: str = "seurat"
     target_sum: float = 1e4
+    #: genes the HVGs were chosen among: 0 = each sample's own genes; n = the n genes of a gene intersection
+    within: int = 0
     per_sample: dict[str, list[str]] = field(default_factory=dict)  #: each sample's own top genes
     missing: dict[str, int] = field(default_factory=dict)  #: panel genes absent per sample (filled by transform)
 
@@ -84,8 +86,14 @@ def expression_target(adata, genes: list[str]) -> np.ndarray:
     return GenePanel(genes=list(genes), mode="log1p").transform(adata)
 
 
-def sample_hvgs(adata, n_top: int = 50, flavor: str = "seurat", target_sum: float = 1e4, ensembl=None) -> list[str]:
-    """Top ``n_top`` highly variable genes of one sample (harmonised symbols)."""
+def sample_hvgs(
+    adata, n_top: int = 50, flavor: str = "seurat", target_sum: float = 1e4, ensembl=None, within=None
+) -> list[str]:
+    """Top ``n_top`` highly variable genes of one sample (harmonised symbols).
+
+    ``within``: harmonised gene names to choose among (the paper: the gene intersection of all its slides);
+    the sample is restricted to them before normalising, as the paper did. None: all of the sample's genes.
+    """
     import anndata as ad
 
     from .._optional import require
@@ -94,6 +102,8 @@ def sample_hvgs(adata, n_top: int = 50, flavor: str = "seurat", target_sum: floa
 
     X, names = sum_duplicates(sp.csr_matrix(adata.X, dtype=np.float32), harmonise(adata.var_names, ensembl))
     keep = np.asarray(X.sum(axis=0)).ravel() > 0
+    if within is not None:
+        keep &= np.isin(names.astype(str), np.asarray(sorted(within), dtype=str))
     a = ad.AnnData(X=X[:, keep].astype(np.float32), var=pd.DataFrame(index=pd.Index(names[keep].astype(str))))
     if a.n_obs < 2 or a.n_vars < 2:
         msg = (
@@ -110,12 +120,17 @@ def sample_hvgs(adata, n_top: int = 50, flavor: str = "seurat", target_sum: floa
     return [str(g) for g in order]
 
 
-def build_panel(samples, n_top: int = 50, mode: str = "log1p", flavor: str = "seurat", ensembl=None) -> GenePanel:
-    """Union by name of each sample's top-``n_top`` HVGs (samples: objects with ``.id`` and ``.adata``)."""
+def build_panel(
+    samples, n_top: int = 50, mode: str = "log1p", flavor: str = "seurat", ensembl=None, within=None
+) -> GenePanel:
+    """Union by name of each sample's top-``n_top`` HVGs (samples: objects with ``.id`` and ``.adata``).
+
+    ``within``: the gene names to choose HVGs among (see :func:`sample_hvgs`); None: each sample's own."""
     per, seen = {}, {}
+    within = None if within is None else set(within)
     for s in samples:
         try:
-            genes = sample_hvgs(s.adata, n_top, flavor, ensembl=ensembl)
+            genes = sample_hvgs(s.adata, n_top, flavor, ensembl=ensembl, within=within)
         except SpadeInputError as err:
             msg = f"sample {s.id}: {err}"
             raise SpadeInputError(msg) from err
@@ -125,7 +140,7 @@ def build_panel(samples, n_top: int = 50, mode: str = "log1p", flavor: str = "se
     if not seen:
         msg = "no highly variable genes found: are the training samples empty?"
         raise SpadeInputError(msg)
-    return GenePanel(genes=list(seen), mode=mode, n_top=n_top, flavor=flavor, per_sample=per)
+    return GenePanel(genes=list(seen), mode=mode, n_top=n_top, flavor=flavor, within=len(within or ()), per_sample=per)
 
 
 def panel_report(panel: GenePanel) -> pd.DataFrame:

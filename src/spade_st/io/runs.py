@@ -34,6 +34,7 @@ class ModelLayout:
     history = property(lambda self: self.root / "history.csv")
     checkpoints = property(lambda self: self.root / "checkpoints")
     pretrain_config = property(lambda self: self.root / "pretrain_config.json")
+    cohort = property(lambda self: self.root / "cohort.json")
 
     @property
     def prepared(self) -> list[Path]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .._atomic import plain
 from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml_mapping
+from ..genes.intersection import GeneIntersectionConfig
+from ..io.selection import SampleSelection
 
 
 @dataclass(slots=True)
@@ -58,13 +60,23 @@ class OptimConfig:
     early_stop: int | None = None  #: patience in epochs per expert (None: train all epochs)
 
 
-#: the nested sections of :class:`PretrainConfig` (YAML ``clustering:``, ``model:``, ``optim:``)
-SECTIONS = {"clustering": ClusteringConfig, "model": ModelConfig, "optim": OptimConfig}
+#: the nested sections of :class:`PretrainConfig` (YAML ``samples:``, ``gene_intersection:``, ``clustering:``,
+#: ``model:``, ``optim:``)
+SECTIONS = {
+    "samples": SampleSelection,
+    "gene_intersection": GeneIntersectionConfig,
+    "clustering": ClusteringConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+}
+#: sections that choose the data, not how it is trained: they act through the split and the gene panel (both
+#: saved and compared on a rerun), so they stay out of the checkpoint key
+DATA_SECTIONS = ("samples", "gene_intersection")
 #: flat keys of older config files -> their field now
 RENAMED = {"experts": "n_experts", "kmeans_backend": "backend", "kmeans_niter": "niter", "kmeans_nredo": "nredo"}
 #: options added after checkpoints existed -> the value that behaves as older versions did (left out of the
 #: checkpoint key at that value, so older runs still resume)
-ADDED_SINCE = {"projection": "pca", "rotate": False}
+ADDED_SINCE = {"projection": "pca", "rotate": False, "hvg_scope": "sample"}
 
 
 @dataclass(slots=True)
@@ -81,8 +93,15 @@ class PretrainConfig:
     out: Path | None = None
     encoder: str | None = None  #: default: read from the feature files
     exclude: list[str] = field(default_factory=list)
+    #: which samples of the table enter (rules on its columns; default: all), see :mod:`spade_st.io.selection`
+    samples: SampleSelection = field(default_factory=SampleSelection)
+    #: the paper's greedy gene intersection over the selected samples (``min_genes: 10000``; 0: off)
+    gene_intersection: GeneIntersectionConfig = field(default_factory=GeneIntersectionConfig)
     # gene panel and gene-side input
     n_top_genes: int = 50
+    #: where each sample's HVGs are chosen: "sample" (its own genes) or "intersection" (the genes every
+    #: selected sample has, the paper's)
+    hvg_scope: str = "sample"
     gene_mode: str = "log1p"  #: "log1p" (log1p CP10k, by name) or "raw" (raw counts, as the released code)
     gene_smoothing: float = 0.0  #: gene-side input averaged over spots within this many spot pitches (0: off)
     gene_library_size: bool = False  #: the gene head also gets log1p of the spot's library size
@@ -131,6 +150,8 @@ class PretrainConfig:
         c, m, o = self.clustering, self.model, self.optim
         checks = [
             (self.gene_mode in ("log1p", "raw"), "gene_mode must be 'log1p' or 'raw'"),
+            (self.hvg_scope in ("sample", "intersection"), "hvg_scope must be 'sample' or 'intersection'"),
+            (self.gene_intersection.min_genes >= 0, "gene_intersection.min_genes must be >= 0 (0: off)"),
             (m.loss in ("bleep", "infonce"), "loss must be 'bleep' or 'infonce'"),
             (c.k1 >= 1 and c.n_experts >= 1, "k1 and n_experts must be >= 1"),
             (o.epochs >= 1 and o.batch_size >= 2, "epochs >= 1 and batch_size >= 2 are needed"),
@@ -157,7 +178,8 @@ class PretrainConfig:
         old_name = {new: old for old, new in RENAMED.items()}
         d = {k: v for k, v in self.to_dict().items() if k not in SECTIONS}
         for section in SECTIONS:
-            d |= {old_name.get(k, k): v for k, v in plain(getattr(self, section)).items()}
+            if section not in DATA_SECTIONS:
+                d |= {old_name.get(k, k): v for k, v in plain(getattr(self, section)).items()}
         for k in ("data", "features", "out", "device", "progress", "predictor"):
             d.pop(k)
         for k, before in ADDED_SINCE.items():  # options older runs did not have, at what they did then

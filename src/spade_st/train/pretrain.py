@@ -62,13 +62,24 @@ def prepare(cfg: PretrainConfig, samples=None):
     ``cfg.data``); in-memory samples come from :func:`spade_st.tl.fit`.
     """
     from ..genes import GenePanel, build_panel
+    from ..genes.intersection import intersect_genes
     from ..io import read_hest
+    from .cohort import print_cohort, resolve_cohort
 
     out = cfg.out
-    samples = read_hest(cfg.data) if samples is None else list(samples)
     lay = ModelLayout(out)
+    exclude, cohort, inter = cfg.exclude, None, None
+    if samples is None:
+        cohort = resolve_cohort(cfg)
+        samples, exclude, inter = read_hest(cfg.data, ids=cohort.ids), cohort.exclude, cohort.intersection
+    else:  # in-memory samples (tl.fit): no table to select from; the gene intersection over their var names
+        samples = list(samples)
+        if cfg.gene_intersection.min_genes > 0 or cfg.hvg_scope == "intersection":
+            lists = {s.id: s.adata.var_names for s in samples if s.id not in set(exclude)}
+            inter = intersect_genes(lists, cfg.gene_intersection.min_genes)
+            samples = [s for s in samples if s.id in set(exclude) or s.id in set(inter.kept)]
     split_path = lay.split
-    split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
+    split = make_split(samples, cfg.val_fraction, cfg.seed, exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
     groups = {str(by_id[i].meta.get(cfg.group_key)) for i in split.train}
     k1, n_experts = cfg.clustering.k1, cfg.clustering.n_experts
@@ -82,17 +93,30 @@ def prepare(cfg: PretrainConfig, samples=None):
     if split_path.is_file() and json.loads(split_path.read_text()) != split.to_dict():
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
+    within = inter.genes if (inter is not None and cfg.hvg_scope == "intersection") else None
+    panel_path = lay.panel
+    old_panel = GenePanel.from_json(panel_path) if panel_path.is_file() else None
+    if old_panel is not None and old_panel.within != len(within or ()):
+        msg = (
+            f"{panel_path} chose its HVGs among {old_panel.within or 'each sample’s own'} genes, these settings "
+            f"among {len(within) if within else 'each sample’s own'}; use a new --out"
+        )
+        raise SpadeInputError(msg)
     out.mkdir(parents=True, exist_ok=True)
+    if cohort is not None:
+        print_cohort(cohort, cfg.progress)
+        atomic_write_json(lay.cohort, cohort.to_dict())
+    elif inter is not None and cfg.progress:
+        print(inter.summary(), file=sys.stderr)
     atomic_write_json(lay.pretrain_config, cfg.to_dict() | {"version": __version__})
     atomic_write_json(split_path, split.to_dict())
     if cfg.progress:
         for group, reason in split.reasons.items():
             print(f"split [{group}]: {reason}", file=sys.stderr)
-    panel_path = lay.panel
-    if panel_path.is_file():
-        panel = GenePanel.from_json(panel_path)
+    if old_panel is not None:
+        panel = old_panel
     else:
-        panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes, mode=cfg.gene_mode)
+        panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes, mode=cfg.gene_mode, within=within)
     panel = panel.with_library_size(cfg.gene_library_size)
     panel.to_json(panel_path)
     used = [by_id[i] for i in split.train + split.val]
@@ -276,6 +300,8 @@ def train(cfg: PretrainConfig, info=None, samples=None) -> Path:
             "val_spots": [len(r) for r in val_rows],
             "sizing": str(clu.get("sizing", "")),
             "world_size": info.world_size,
+            "samples": plain(cfg.samples),
+            "gene_intersection": plain(cfg.gene_intersection),
         }
         model.save_pretrained(cfg.out)
         atomic_write_text(lay.history, trainer.history_.to_csv(index=False))
