@@ -121,7 +121,7 @@ def _cmd_evaluate(args) -> int:
     from .eval.stats import to_markdown
     from .eval.tasks import run_task
 
-    summary = run_task(args.task, args.out)
+    summary = run_task(args.task, args.out, allow_train_overlap=args.allow_train_overlap)
     print(to_markdown(summary))
     print(f"results: {args.out / 'results.csv'}")
     return 0

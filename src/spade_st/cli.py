@@ -291,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="level-0 µm/px of slides that carry none (default: the slide's)" + NO_DEFAULT,
     )
     pr.add_argument("--data", type=Path, help="HEST root: print Pearson r vs measured for slides that are its samples")
+    pr.add_argument(
+        "--allow-train-overlap",
+        action="store_true",
+        help="with --data: also score slides the model trained on (marked in-sample in the printout)",
+    )
     fp = sub.add_parser(
         "fit-predictor",
         help="fit (or refit) a model's expression head on a HEST root's spots",
@@ -304,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources", **FMT)
     ev.add_argument("task", type=Path, help="task manifest YAML (e.g. configs/tasks/*.yaml)")
     ev.add_argument("--out", type=Path, required=True, help="writes OUT/results.csv, results_long.csv, results.md")
+    ev.add_argument(
+        "--allow-train-overlap",
+        action="store_true",
+        help="score sources whose model trained on a scored sample or patient (marked in_sample in the table)",
+    )
     bn = sub.add_parser("bench", help="built-in benchmarks on real data", **FMT)
     bsub = bn.add_subparsers(dest="bench", required=True)
     bh = bsub.add_parser(

@@ -51,8 +51,22 @@ def test_predict_held_out_section_prints_pearson(her2st_model, her2st_root, her2
     assert list(pred.obs_names) == list(fs.barcode)  # spots named by barcode
     head = json.loads((her2st_model / "predictor.json").read_text())
     assert list(pred.var_names) == head["genes"] and np.isfinite(pred.X).all()
-    assert "(a training sample" not in err  # C4 was held out of the model and its head
+    assert "in-sample" not in err  # C4 was held out of the model and its head
+    assert "(within-patient: same patient (C) as training sample C2)" in err  # ... but not its patient
     assert _coloured_share(out / "C4_expression.png") > 0.05
+
+
+def test_leakage_guard_refuses_scoring_a_training_section(her2st_model, her2st_root, her2st_features, tmp_path, capsys):
+    """C2 trained the model: its measured-vs-predicted r is refused before anything is written, unless asked."""
+    out = tmp_path / "out"
+    args = ["predict", "--model", str(her2st_model), "--features", str(her2st_features / "C2.h5")]
+    assert main([*args, "--data", str(her2st_root), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "C2: trained on it" in err and "--allow-train-overlap" in err
+    assert not out.exists()
+    assert main([*args, "--data", str(her2st_root), "--out", str(out), "--allow-train-overlap"]) == 0
+    assert "(in-sample, not held out: trained on it)" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0  # no --data: nothing is scored, nothing refused
 
 
 def test_predict_whole_slides_from_model_folder(her2st_model, tmp_path, capsys):

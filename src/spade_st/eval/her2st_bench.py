@@ -66,6 +66,7 @@ def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list
     from ..experts.model import SpadeModel
     from ..train.config import load_config
     from ..train.pretrain import pretrain
+    from .leakage import check_no_overlap
 
     out = Path(cfg.out) / "models" / variant / f"seed{seed_index}" / "+".join(sorted(excluded))
     pc = load_config(cfg.config, data=cfg.data, features=cfg.features, out=out, exclude=sorted(excluded))
@@ -79,6 +80,7 @@ def _model(cfg: Her2stBenchConfig, variant: str, seed_index: int, excluded: list
     with warnings.catch_warnings():  # one-section experts are measured by the islands rows, not said per model
         warnings.simplefilter("ignore", DataWarning)
         pretrain(pc)  # a finished folder is reused (same bytes); one trained with other settings is refused
+    check_no_overlap({variant: out}, list(excluded))  # the sections a fold scores never trained its model
     return SpadeModel.from_pretrained(out)
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._markdown import to_markdown  # noqa: F401  (one implementation, used by every layer)
+
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float, int]:
     """(mean, std, ci_low, ci_high, n) of finite ``values`` (t interval; a single value has no interval)."""
@@ -44,13 +46,3 @@ def long_table(rows) -> pd.DataFrame:
     for c in ("k", "seed", "fold"):
         df[c] = df[c].astype(str)
     return df[list(RESULT_COLUMNS) + [c for c in df.columns if c not in RESULT_COLUMNS]]
-
-
-def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """A GitHub markdown table (no extra dependency)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    for _, r in df.iterrows():
-        cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in r.tolist()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -244,15 +244,44 @@ def _run_genes(task: Task) -> pd.DataFrame:
     return long_table(pd.DataFrame(rows).assign(task=task.name))
 
 
-def run_task(path: Path | str, out: Path | str) -> pd.DataFrame:
-    """Run the manifest; write ``results.csv`` (summary), ``results_long.csv`` and ``results.md`` into ``out``."""
+def _leakage(task: Task, allow: bool) -> dict[str, dict[str, str]]:
+    """The leakage guard (:mod:`.leakage`) on the samples this task scores, before any work."""
+    from ..io.layout import read_metadata
+    from .leakage import check_no_overlap, source_model
+
+    table = None  # patients compared for leave-one-patient-out and the table's own patient column
+    if task.type == "gene_expression":
+        table = read_metadata(task.data)
+        scored = task.samples or [str(i) for i in table.index]
+    else:
+        col = "sample" if task.type == "patch_classification" else "slide"
+        scored = pd.read_csv(task.labels, dtype={col: str})[col].astype(str).unique().tolist()
+    models = {name: source_model(folder) for name, folder in task.sources.items()}
+    if task.protocol == "within_patient":  # the probes train on the patient's other sections by design
+        table = None
+    return check_no_overlap(models, scored, table, allow)
+
+
+def run_task(path: Path | str, out: Path | str, allow_train_overlap: bool = False) -> pd.DataFrame:
+    """Run the manifest; write ``results.csv`` (summary), ``results_long.csv`` and ``results.md`` into ``out``.
+
+    A source whose model trained on a scored sample (or its patient) is refused before any work, unless
+    ``allow_train_overlap``; then the summary's ``in_sample`` column and ``results.md`` say which sources."""
     task = load_task(path)
+    leaks = _leakage(task, allow_train_overlap)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runners = {"patch_classification": _run_patch, "gene_expression": _run_genes}
     long = runners.get(task.type, _run_slides)(task)
     summary = summarise(long, SUMMARY_KEYS)
+    note = ""
+    if leaks:
+        summary["in_sample"] = summary["source"].isin(list(leaks))
+        note = "".join(
+            f"**In-sample**: source `{name}`'s model trained on {', '.join(sorted(hit))} (scored anyway).\n\n"
+            for name, hit in leaks.items()
+        )
     atomic_write_text(out / "results_long.csv", long.to_csv(index=False))
     atomic_write_text(out / "results.csv", summary.to_csv(index=False))
-    atomic_write_text(out / "results.md", f"# {task.name}\n\n" + to_markdown(summary) + "\n")
+    atomic_write_text(out / "results.md", f"# {task.name}\n\n" + note + to_markdown(summary) + "\n")
     return summary

@@ -81,13 +81,13 @@ class SelectionResult:
         return {
             "rules": plain(self.selection),
             "kept": len(self.kept),
-            "dropped_by_rule": self.rules.set_index("rule")["dropped"].astype(int).to_dict(),
-            "per_organ": self.organs.set_index("organ")["kept"].astype(int).to_dict(),
+            "dropped_by_rule": {str(r["rule"]): int(r["dropped"]) for r in self.rules.to_dict("records")},
+            "per_organ": {str(r["organ"]): int(r["kept"]) for r in self.organs.to_dict("records")},
         }
 
     def summary(self) -> str:
         """The tables as text (what the CLI prints)."""
-        from ..eval.stats import to_markdown
+        from .._markdown import to_markdown
 
         head = f"samples: {len(self.kept)} of {len(self.kept) + len(self.dropped)} kept"
         parts = [head]

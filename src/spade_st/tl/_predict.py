@@ -98,6 +98,7 @@ class PredictConfig:
     method: str = "ridge"
     pixel_size_um: float | None = None  #: level-0 µm/px of slides that carry none
     data: Path | None = None  #: HEST root: compare with measured expression where a slide is one of its samples
+    allow_train_overlap: bool = False  #: with ``data``: also score slides the model or head trained on
     n_maps: int = 4
     progress: bool = True
 
@@ -147,6 +148,25 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     if unknown:
         msg = f"--wsi {unknown} match no feature file by name (stems: {[f.stem for f in files]})"
         raise SpadeInputError(msg)
+    leaks = {}
+    if cfg.data:  # the leakage guard: measured-vs-predicted r only for slides the model never trained on
+        from ..eval.leakage import check_no_overlap, model_training_samples, overlap
+        from ..io.layout import read_metadata
+
+        table = read_metadata(cfg.data)
+        scored = [f.stem for f in files if f.stem in set(map(str, table.index))]
+        trained = [*model_training_samples(cfg.model), *head.info.get("samples", [])]
+        leaks = check_no_overlap({"--model": Path(cfg.model)}, scored, None, cfg.allow_train_overlap)
+        head_seen = [s for s in scored if s in head.info.get("samples", [])]
+        if head_seen and not cfg.allow_train_overlap:
+            msg = (
+                f"the model's expression head was fitted on {', '.join(head_seen)}, scored here with --data; "
+                "predict held-out slides, or pass --allow-train-overlap for a deliberate in-sample check"
+            )
+            raise SpadeInputError(msg)
+        leaks = leaks.get("--model", {}) | {s: "the head was fitted on it" for s in head_seen}
+        # a held-out section of a training patient is a within-patient figure: said, not refused
+        leaks = {s: why for s, why in overlap(trained, scored, table).items() if s not in leaks} | leaks
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -162,11 +182,10 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
         written.append(dst)
         r = _measured_r(Path(cfg.data), f.stem, pred) if cfg.data else None
         if cfg.progress:
-            seen = (
-                " (a training sample of the head: not a held-out figure)"
-                if f.stem in head.info.get("samples", [])
-                else ""
-            )
+            seen = ""
+            if f.stem in leaks:
+                kind = "within-patient" if leaks[f.stem].startswith("same patient") else "in-sample, not held out"
+                seen = f" ({kind}: {leaks[f.stem]})"
             extra = f"; mean Pearson r vs measured over {pred.n_vars} genes: {r:.3f}{seen}" if r is not None else ""
             print(f"predict: {f.stem}: {pred.n_obs} tiles x {pred.n_vars} genes -> {dst}{extra}", file=sys.stderr)
         if K.SPATIAL not in pred.obsm:
