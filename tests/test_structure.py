@@ -22,6 +22,7 @@ LAYERS = {
     "pl": 6,
     "tl": 7,
     "demo": 8,
+    "run": 8,
     "doctor": 8,
     "_commands": 9,
     "cli": 10,

@@ -142,6 +142,17 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from .run import RunConfig, run_pipeline
+
+    _headless()
+    cfg = from_args(RunConfig, args, exclude=args.exclude or [])
+    report = run_pipeline(cfg)
+    if report is not None:
+        print(f"report: {report}")
+    return 0
+
+
 def _cmd_predict(args) -> int:
     from .tl._predict import PredictConfig, predict_slides
 

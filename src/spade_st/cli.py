@@ -23,6 +23,7 @@ from ._commands import (
     _cmd_predict,
     _cmd_pretrain,
     _cmd_report,
+    _cmd_run,
 )
 
 #: ArgumentDefaultsHelpFormatter appends "(default: <value>)" to every help text that does not mention
@@ -179,6 +180,40 @@ def _add_pretrain(sub) -> None:
     )
 
 
+def _add_run(sub) -> None:
+    from .run import STAGES
+
+    r = sub.add_parser(
+        "run",
+        help="extract -> pretrain -> embed -> evaluate -> report in one resumable command",
+        description="The whole pipeline on one HEST-layout root into one run folder (the layout `spade-st report` "
+        "reads). Each stage skips what is already complete; rerun the same command after an interruption. "
+        "--dry-run prints samples, spots, sizes and compute from the sample table alone. "
+        "Example: spade-st run --config spade_hest1k_uni --data HEST_ROOT --out runs/hest --dry-run",
+        **FMT,
+    )
+    r.add_argument("--config", required=True, help="pretraining config: YAML file or built-in name")
+    r.add_argument("--data", type=Path, required=True, help="HEST-layout root (HEST-1k's own table is read as is)")
+    r.add_argument("--out", type=Path, required=True, help="run folder (features/, model/, embeddings/, results/)")
+    r.add_argument("--exclude", nargs="+", help="sample ids held out of pretraining (default: none)" + NO_DEFAULT)
+    r.add_argument(
+        "--tasks", type=Path, nargs="+", default=[], help="task manifests for the evaluate stage (default: none)"
+    )
+    r.add_argument("--from", dest="from_stage", choices=STAGES, help="first stage (default: extract)" + NO_DEFAULT)
+    r.add_argument("--until", choices=STAGES, help="last stage (default: report)" + NO_DEFAULT)
+    r.add_argument("--dry-run", action="store_true", help="print the plan and its cost; read nothing but the table")
+    r.add_argument(
+        "--gpu-tflops", type=float, help="GPU throughput a dry run assumes (default: 400 TFLOP/s)" + NO_DEFAULT
+    )
+    r.add_argument(
+        "--weights", type=Path, help="encoder weights file or snapshot folder (default: as extract)" + NO_DEFAULT
+    )
+    r.add_argument("--device", help=DEVICE_HELP)
+    r.add_argument(
+        "--allow-train-overlap", action="store_true", help="let the evaluate stage score training samples (marked)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings", **FMT)
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -236,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     ew.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
     sub.add_parser("encoders", help="list the registered encoders", **FMT)
     _add_pretrain(sub)
+    _add_run(sub)
     em = sub.add_parser("embed", help="SPADE embeddings of feature files", **FMT)
     em.add_argument("--model", type=Path, required=True, help="model folder (the --out of `spade-st pretrain`)")
     em.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> from `spade-st extract(-wsi)`")
@@ -362,6 +398,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
+    "run": _cmd_run,
     "predict": _cmd_predict,
     "fit-predictor": _cmd_fit_predictor,
     "doctor": _cmd_doctor,
