@@ -74,11 +74,15 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
     if cfg.dry_run:
         print(make_plan(pcfg, gpu_tflops=cfg.gpu_tflops).to_text(pcfg.val_fraction))
         return None
+    from ._dist import barrier, init_distributed
     from .eval.tasks import load_task
     from .train.cohort import resolve_cohort
 
     tasks = [load_task(t) for t in cfg.tasks] if "evaluate" in stages else []  # refused before any work
     cohort = resolve_cohort(pcfg)
+    info = init_distributed(cfg.device)  # under torchrun: extraction shards samples, pretraining is DDP
+    if not info.is_main:
+        cfg.progress = False
     log = {"stages": {}, "samples": cohort.ids, "config": str(cfg.config)}
     report = None
     for stage in stages:
@@ -91,6 +95,8 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
             from .train.pretrain import pretrain
 
             pretrain(pcfg)
+        elif not info.is_main:  # embedding, evaluation and the report: rank 0 alone (one writer per file)
+            pass
         elif stage == "embed":
             from .experts.embed import EmbedConfig, embed_features
 
@@ -102,10 +108,12 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
             from .pl.report import write_report
 
             report = write_report(run.root)
+        barrier(info)
         log["stages"][stage] = {"seconds": round(time.perf_counter() - t0, 1)}
         if cfg.progress:
             print(f"[run] {stage} done ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    atomic_write_json(run.root / "run.json", log)
+    if info.is_main:
+        atomic_write_json(run.root / "run.json", log)
     return report
 
 
