@@ -164,7 +164,7 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
                 "predict held-out slides, or pass --allow-train-overlap for a deliberate in-sample check"
             )
             raise SpadeInputError(msg)
-        leaks = leaks.get("--model", {}) | {s: "the head was fitted on it" for s in head_seen}
+        leaks = {s: "the head was fitted on it" for s in head_seen} | leaks.get("--model", {})  # the model's first
         # a held-out section of a training patient is a within-patient figure: said, not refused
         leaks = {s: why for s, why in overlap(trained, scored, table).items() if s not in leaks} | leaks
     out = Path(cfg.out)
