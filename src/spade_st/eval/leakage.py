@@ -54,7 +54,8 @@ def overlap(trained: list[str], scored: list[str], table: pd.DataFrame | None = 
     """Scored samples that ``trained`` covers: id -> why (the same sample, or a sample of the same patient)."""
     trained_set = set(map(str, trained))
     found = {s: "trained on it" for s in map(str, scored) if s in trained_set}
-    pt, ps = _patients(table, trained_set), _patients(table, [s for s in map(str, scored) if s not in found])
+    ordered = sorted(trained_set)  # the training sample named for a patient is the first by id, every run
+    pt, ps = _patients(table, ordered), _patients(table, [s for s in map(str, scored) if s not in found])
     by_patient = {}
     for sid, pat in pt.items():
         by_patient.setdefault(pat, sid)
