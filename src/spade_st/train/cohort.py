@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from .. import _keys as K
 from .._validation import SpadeInputError
 from ..genes.intersection import GeneIntersection, intersect_genes
 from ..io.layout import Layout, read_metadata
@@ -72,7 +73,7 @@ def resolve_cohort(cfg: PretrainConfig, table=None, need_files: bool = True) -> 
         msg = f"--exclude names sample(s) not in the data: {', '.join(unknown)}"
         raise SpadeInputError(msg)
     ids, absent = list(sel.kept), []
-    if need_files and lay is not None and lay.table_path().name != "metadata.csv":
+    if need_files and lay is not None and lay.table_path().name != K.METADATA_CSV:
         absent = [i for i in ids if not lay.st(i).is_file()]
         ids = [i for i in ids if i not in set(absent)]
         if not ids:

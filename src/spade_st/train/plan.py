@@ -148,18 +148,11 @@ def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) 
     table = read_metadata(cfg.data) if table is None else table
     cohort = resolve_cohort(cfg, table=table, need_files=False)
     ids = cohort.train_candidates
-    sub = table.loc[ids]
-    spots = pd.to_numeric(sub.get("spots_under_tissue", pd.Series(np.nan, index=sub.index)), errors="coerce")
-    organ = sub["organ"].fillna("unknown").astype(str) if "organ" in sub.columns else pd.Series("unknown", sub.index)
-    organs = (
-        pd.DataFrame({"organ": organ.to_numpy(), "spots": spots.fillna(0).to_numpy()})
-        .groupby("organ", sort=True)
-        .agg(samples=("spots", "size"), spots=("spots", "sum"))
-        .reset_index()
-        .sort_values(["samples", "organ"], ascending=[False, True], kind="stable")
-        .astype({"spots": np.int64})
-        .reset_index(drop=True)
-    )
+    from ..io.selection import organ_table
+
+    spots = pd.to_numeric(table.loc[ids].get("spots_under_tissue", pd.Series(np.nan, index=ids)), errors="coerce")
+    organs = organ_table(table, ids).rename(columns={"kept": "samples"}).assign(spots=lambda d: d.get("spots", 0))
+    organs = organs[["organ", "samples", "spots"]]
     encoder = cfg.encoder or "efficientnet_lite0"
     n_train = int(np.ceil(len(ids) * (1 - cfg.val_fraction)))
     return Plan(
