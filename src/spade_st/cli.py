@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ids", nargs="+", help="sample ids to extract (default: every sample of --data)" + NO_DEFAULT)
     e.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
     ew = sub.add_parser("extract-wsi", help="tissue tiles of whole slides and their features", **FMT)
-    ew.add_argument("--wsi", type=Path, action="append", required=True, help="a slide (repeat for more)")
+    ew.add_argument(
+        "--wsi", type=Path, action="append", required=True, help="a slide, or a folder of slides (repeat for more)"
+    )
     ew.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
     ew.add_argument(
         "--weights",
@@ -261,8 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     ew.add_argument(
         "--pixel-size-um",
         type=float,
-        help="µm/px of level 0 when the slide has none (default: the slide's)" + NO_DEFAULT,
+        help="µm/px of level 0 for slides that record none; one more than 5%% off a slide's own value is refused "
+        "(default: the slide's)" + NO_DEFAULT,
     )
+    ew.add_argument(
+        "--force-pixel-size",
+        action="store_true",
+        help="use --pixel-size-um even where the slide records another value (recorded in the feature file)",
+    )
+    ew.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at --target-um")
+    ew.add_argument("--target-um", type=float, default=0.5, help="µm per pixel of the tiles (0.5: 20x)")
     ew.add_argument("--batch-size", type=int, default=64, help="tiles per batch")
     ew.add_argument("--device", help=DEVICE_HELP)
     ew.add_argument(

@@ -118,3 +118,58 @@ def test_killed_extract_never_leaves_a_trusted_file(synthetic_root, tmp_path, fa
         np.testing.assert_array_equal(
             read_features(out / "random_cnn" / f.name, require_complete=True).features, read_features(f).features
         )
+
+
+def test_slide_pixel_size_wins_and_geometry_keys_resume(tmp_path, capsys):
+    cmu = require(WSI_SMALL / "cmu-1-small-region.svs")
+    tcga = WSI_SMALL / "tcga-cr-7395-01a-01-ts1.svs"
+    out = tmp_path / "f"
+    base = ["extract-wsi", "--encoder", "random_cnn", "--out", str(out), "--device", "cpu"]
+    dst = out / "random_cnn" / "cmu-1-small-region.h5"
+    # a flag 50 % off the slide's own 0.499 µm/px is refused, nothing written
+    assert main([*base, "--wsi", str(cmu), "--pixel-size-um", "0.25"]) == 1
+    assert "--force-pixel-size" in capsys.readouterr().err and not dst.exists()
+    # within 5 %: the slide's value is used
+    assert main([*base, "--wsi", str(cmu), "--pixel-size-um", "0.5"]) == 0
+    fs = read_features(dst)
+    assert fs.attrs["level0_pixel_size_um"] == 0.499 and fs.attrs["pixel_size_source"] == "slide"
+    n_slide = len(fs)
+    assert (fs.arrays["tissue_fraction"] >= 0.25).all() and len(fs.arrays["tissue_fraction"]) == n_slide
+    # forced: recorded, and the complete file with other geometry is recomputed (and says so)
+    assert main([*base, "--wsi", str(cmu), "--pixel-size-um", "0.25", "--force-pixel-size"]) == 0
+    assert "recomputing cmu-1-small-region.h5" in capsys.readouterr().err
+    fs = read_features(dst)
+    assert fs.attrs["pixel_size_source"] == "forced" and fs.attrs["level0_pixel_size_um"] == 0.25
+    assert len(fs) < n_slide
+    # back to the slide's own value: recomputed again, not the forced file kept
+    assert main([*base, "--wsi", str(cmu)]) == 0
+    assert len(read_features(dst)) == n_slide
+    # the target pixel size and tile size are options and part of the key
+    assert main([*base, "--wsi", str(cmu), "--target-um", "1.0", "--tile-size", "112"]) == 0
+    fs = read_features(dst)
+    assert fs.attrs["patch_size"] == 112 and fs.attrs["pixel_size_um"] == 1.0
+    assert fs.attrs["patch_size_level0"] == pytest.approx(112 * 1.0 / 0.499)
+    # every slide is checked before the first tile: the second slide's missing pixel size stops the run
+    fresh = tmp_path / "g"
+    assert (
+        main(["extract-wsi", "--encoder", "random_cnn", "--out", str(fresh), "--wsi", str(cmu), "--wsi", str(tcga)])
+        == 1
+    )
+    assert "tcga-cr-7395" in capsys.readouterr().err and not (fresh / "random_cnn").exists()
+
+
+def test_extract_wsi_bad_inputs_refused_before_work(tmp_path, capsys):
+    from PIL import Image
+
+    white = tmp_path / "white.png"
+    Image.fromarray(np.full((1200, 1500, 3), 250, np.uint8)).save(white)
+    out = tmp_path / "f"
+    base = ["extract-wsi", "--encoder", "random_cnn", "--out", str(out), "--pixel-size-um", "0.5"]
+    assert main([*base, "--wsi", str(white)]) == 1
+    assert "no tile" in capsys.readouterr().err and not (out / "random_cnn").exists()
+    assert main([*base, "--wsi", str(white), "--min-tissue", "2"]) == 1
+    assert "--min-tissue 2" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*base, "--wsi", str(empty)]) == 1
+    assert "no slides" in capsys.readouterr().err

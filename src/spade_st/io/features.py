@@ -125,19 +125,36 @@ def read_features(path: Path | str, require_complete: bool = False) -> FeatureSe
     return FeatureSet(features=feats, coords=coords, barcode=barcode, attrs=attrs, arrays=arrays)
 
 
+def _mismatch(f: h5py.File, expect: dict) -> dict:
+    out = {}
+    for k, v in expect.items():
+        got = f.attrs.get(k)
+        got = got.item() if hasattr(got, "item") else got
+        if got != v:
+            out[k] = (got, v)
+    return out
+
+
+def stale_attrs(path: Path, expect: dict) -> dict:
+    """``{attribute: (in the file, expected)}`` where a complete feature file disagrees with ``expect`` (the
+    reason :func:`is_finished` recomputes it); empty for a missing, unfinished or matching file."""
+    if not Path(path).is_file():
+        return {}
+    try:
+        with h5py.File(path, "r") as f:
+            return _mismatch(f, expect) if f.attrs.get(COMPLETE, False) else {}
+    except OSError:
+        return {}
+
+
 def is_finished(path: Path, expect: dict, n: int | None = None, dim: int | None = None, key: str = "features") -> bool:
     """True if ``path`` is a complete feature file whose attributes match ``expect`` (and shape, if given)."""
     if not path.is_file():
         return False
     try:
         with h5py.File(path, "r") as f:
-            if not f.attrs.get(COMPLETE, False) or key not in f:
+            if not f.attrs.get(COMPLETE, False) or key not in f or _mismatch(f, expect):
                 return False
-            for k, v in expect.items():
-                got = f.attrs.get(k)
-                got = got.item() if hasattr(got, "item") else got
-                if got != v:
-                    return False
             shape = f[key].shape
             if n is not None and shape[0] != n:
                 return False

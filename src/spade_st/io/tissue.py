@@ -53,14 +53,17 @@ def tile_grid(
     size: int = PATCH_SIZE,
     out_um: float = PATCH_PIXEL_SIZE_UM,
     min_tissue: float = 0.25,
-) -> np.ndarray:
-    """Level-0 top-left corners (N, 2) of non-overlapping tiles with at least ``min_tissue`` tissue."""
+    return_fraction: bool = False,
+):
+    """Level-0 top-left corners (N, 2) of non-overlapping tiles with at least ``min_tissue`` tissue (and, with
+    ``return_fraction``, each tile's tissue fraction (N,) float32)."""
     step = size * patch_scale(wsi.pixel_size_um, out_um)
     w0, h0 = wsi.dimensions
     xs = np.arange(0, w0 - step + 1e-9, step)
     ys = np.arange(0, h0 - step + 1e-9, step)
     if len(xs) == 0 or len(ys) == 0:
-        return np.zeros((0, 2), np.int64)
+        empty = np.zeros((0, 2), np.int64)
+        return (empty, np.zeros(0, np.float32)) if return_fraction else empty
     integral = np.pad(mask.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     gx, gy = np.meshgrid(xs, ys)
     x0 = np.clip(np.floor(gx / mask_scale).astype(int), 0, mask.shape[1])
@@ -69,5 +72,7 @@ def tile_grid(
     y1 = np.clip(np.ceil((gy + step) / mask_scale).astype(int), 0, mask.shape[0])
     area = np.maximum((x1 - x0) * (y1 - y0), 1)
     tissue = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    keep = (tissue / area) >= min_tissue
-    return np.stack([gx[keep], gy[keep]], axis=1).round().astype(np.int64)
+    frac = tissue / area
+    keep = frac >= min_tissue
+    corners = np.stack([gx[keep], gy[keep]], axis=1).round().astype(np.int64)
+    return (corners, frac[keep].astype(np.float32)) if return_fraction else corners

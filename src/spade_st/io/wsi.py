@@ -30,6 +30,19 @@ def _no_pixel_limit():
 
 
 _PLAIN_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+#: file endings taken as slides when a folder is given (``extract-wsi --wsi FOLDER``)
+SLIDE_SUFFIXES = {
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".vms",
+    ".vmu",
+    ".bif",
+    ".svslide",
+} | _PLAIN_SUFFIXES
 
 
 class WSI:
@@ -39,6 +52,9 @@ class WSI:
     level_dimensions: tuple[tuple[int, int], ...]
     backend: str = ""
     _pixel_size: float | None = None
+    #: where the pixel size came from: ``"slide"``, ``"given"`` (the slide had none) or ``"forced"`` (given over
+    #: the slide's own value, ``--force-pixel-size``)
+    pixel_size_source: str = "slide"
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -114,7 +130,7 @@ class OpenSlideWSI(WSI):
 
     backend = "openslide"
 
-    def __init__(self, path: Path, pixel_size_um: float | None = None):
+    def __init__(self, path: Path):
         import openslide
 
         self.path = Path(path)
@@ -124,7 +140,7 @@ class OpenSlideWSI(WSI):
             msg = f"OpenSlide cannot open {path}: {err}. Is it a complete, uncorrupted slide file?"
             raise SpadeInputError(msg) from err
         self.level_dimensions = tuple(tuple(map(int, d)) for d in self._slide.level_dimensions)
-        self._pixel_size = pixel_size_um if pixel_size_um is not None else self._mpp()
+        self._pixel_size = self._mpp()
 
     def _mpp(self) -> float | None:
         props = self._slide.properties
@@ -229,7 +245,7 @@ def _mpp_from_tiff_tags(path: Path) -> float | None:
     return None
 
 
-def _open_tifffile(path: Path, pixel_size_um: float | None) -> ArrayWSI:
+def _open_tifffile(path: Path) -> ArrayWSI:
     import tifffile
 
     try:
@@ -243,11 +259,37 @@ def _open_tifffile(path: Path, pixel_size_um: float | None) -> ArrayWSI:
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
         msg = f"cannot read TIFF {path}: {err}. Is the file complete?"
         raise SpadeInputError(msg) from err
-    px = pixel_size_um if pixel_size_um is not None else _mpp_from_tiff_tags(path)
-    return ArrayWSI(path, levels, px, "tifffile")
+    return ArrayWSI(path, levels, _mpp_from_tiff_tags(path), "tifffile")
 
 
-def open_wsi(path: Path | str, pixel_size_um: float | None = None, backend: str = "auto") -> WSI:
+#: a given pixel size within this relative distance of the slide's own counts as agreeing with it
+PIXEL_SIZE_TOLERANCE = 0.05
+
+
+def apply_pixel_size(wsi: WSI, given: float | None, force: bool = False) -> WSI:
+    """The slide's own pixel size wins: ``given`` fills in for a slide that has none, agrees with it (within
+    :data:`PIXEL_SIZE_TOLERANCE`, the slide's value is kept) or is refused, unless ``force``."""
+    if given is None:
+        return wsi
+    given = check_pixel_size(given, f"slide {wsi.path}")
+    own = wsi._pixel_size
+    if own is None:
+        wsi._pixel_size, wsi.pixel_size_source = given, "given"
+    elif abs(given / own - 1) > PIXEL_SIZE_TOLERANCE:
+        if not force:
+            msg = (
+                f"--pixel-size-um {given:g} disagrees with the {own:.4g} µm/px that {wsi.path.name} records "
+                f"({abs(given / own - 1):.0%} off); drop the flag to use the slide's value, or add "
+                "--force-pixel-size if the slide's metadata is wrong (the override is recorded)"
+            )
+            raise SpadeInputError(msg)
+        wsi._pixel_size, wsi.pixel_size_source = given, "forced"
+    return wsi
+
+
+def open_wsi(
+    path: Path | str, pixel_size_um: float | None = None, backend: str = "auto", force_pixel_size: bool = False
+) -> WSI:
     """Open a slide or image.
 
     Parameters
@@ -255,19 +297,26 @@ def open_wsi(path: Path | str, pixel_size_um: float | None = None, backend: str 
     path
         Slide (``.svs``, ``.tif``, ``.ndpi``, …) or plain image (``.jpg``/``.png``).
     pixel_size_um
-        µm per level-0 pixel; overrides what the slide says. Needed when the slide carries none.
+        µm per level-0 pixel, for a slide that carries none. A slide's own value wins: a value more than 5 % away
+        from it is an error unless ``force_pixel_size`` (see :func:`apply_pixel_size`).
     backend
         ``"auto"`` (OpenSlide, then tifffile), ``"openslide"``, ``"tifffile"`` or ``"pil"``.
+    force_pixel_size
+        Use ``pixel_size_um`` even where the slide records another (``wsi.pixel_size_source == "forced"``).
     """
     p = require_file(path, "slide/image", "check the path (--wsi / --image)")
     if pixel_size_um is not None:
         pixel_size_um = check_pixel_size(pixel_size_um, f"slide {p}")
+    return apply_pixel_size(_open(p, backend), pixel_size_um, force_pixel_size)
+
+
+def _open(p: Path, backend: str) -> WSI:
     suffix = p.suffix.lower()
     if backend == "pil" or (backend == "auto" and suffix in _PLAIN_SUFFIXES):
-        return ArrayWSI(p, [read_image(p)], pixel_size_um, "pil")
+        return ArrayWSI(p, [read_image(p)], None, "pil")
     if backend in ("auto", "openslide"):
         try:
-            return OpenSlideWSI(p, pixel_size_um)
+            return OpenSlideWSI(p)
         except ImportError as err:
             if backend == "openslide":
                 msg = "OpenSlide is not installed: pip install openslide-python openslide-bin"
@@ -276,7 +325,7 @@ def open_wsi(path: Path | str, pixel_size_um: float | None = None, backend: str 
             if backend == "openslide":
                 raise
     if backend in ("auto", "tifffile"):
-        return _open_tifffile(p, pixel_size_um)
+        return _open_tifffile(p)
     msg = f"unknown WSI backend {backend!r}: use 'auto', 'openslide', 'tifffile' or 'pil'"
     raise ValueError(msg)
 

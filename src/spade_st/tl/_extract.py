@@ -67,8 +67,9 @@ def _open_image(adata, img, pixel_size_um, library_id):
         if pixel_size_um is not None:
             import copy
 
-            img = copy.copy(img)  # the caller's slide keeps its own pixel size
-            img._pixel_size = float(pixel_size_um)
+            from ..io.wsi import apply_pixel_size
+
+            img = apply_pixel_size(copy.copy(img), pixel_size_um)  # the caller's slide keeps its own pixel size
         return img, centers
     if isinstance(img, np.ndarray):
         if pixel_size_um is None:
