@@ -36,7 +36,7 @@ def test_every_flag_has_help_and_every_subcommand_shows_defaults():
     assert "spade-st bench her2st" in names
     missing, plain = [], []
     for name, parser in parsers:
-        if name != "spade-st" and parser.formatter_class is not argparse.ArgumentDefaultsHelpFormatter:
+        if name != "spade-st" and not issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter):
             plain.append(name)
         for action in parser._actions:
             if isinstance(action, _NO_HELP_NEEDED):
@@ -75,3 +75,18 @@ def test_embed_with_a_missing_model_folder_says_so(tmp_path, capsys):
     assert len(lines) == 1, err
     assert "does not exist" in lines[0] and str(missing) in lines[0] and "spade-st pretrain" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_every_subcommand_help_has_a_description_and_an_example_on_its_own_line():
+    """``spade-st X --help``: a sentence saying what X does, and an example command line below the flags."""
+    missing = []
+    for name, parser in _parsers(build_parser()):
+        if name == "spade-st":
+            continue
+        text = parser.format_help()
+        squeezed = "".join((parser.description or "").split())  # wrapping may split a hyphenated word
+        described = bool(squeezed) and squeezed in "".join(text.split())
+        example = [line for line in text.splitlines() if f"{line.strip()} ".startswith(name + " ")]
+        if not described or "example:" not in text or not example:
+            missing.append(name)
+    assert not missing, f"subcommands without a description or an example line: {missing}"

@@ -20,6 +20,36 @@ class DistInfo:
         return self.rank == 0
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun sets it (``RANK``; 0 for a plain process), before or without a process group.
+
+    Returns
+    -------
+    int
+        ``torch.distributed.get_rank()`` once a group is initialised, else ``$RANK``, else 0.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a plain process): the one rank that prints a command's summary."""
+    return env_rank() == 0
+
+
+def rank0_print(*args, **kwargs) -> None:
+    """``print`` on rank 0 only, so a command under ``torchrun --nproc_per_node N`` prints its summary once.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        ``print``'s (``file=sys.stderr``, ``flush=True``, ...).
+    """
+    if is_main():
+        print(*args, **kwargs)
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read torchrun's environment and initialise the process group once (no-op for one process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

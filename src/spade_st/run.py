@@ -72,7 +72,9 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
     encoder = pcfg.encoder or "efficientnet_lite0"
     pcfg.encoder, pcfg.features, pcfg.out = encoder, run.features(encoder), run.model
     if cfg.dry_run:
-        print(make_plan(pcfg, gpu_tflops=cfg.gpu_tflops).to_text(pcfg.val_fraction))
+        from ._dist import rank0_print
+
+        rank0_print(make_plan(pcfg, gpu_tflops=cfg.gpu_tflops).to_text(pcfg.val_fraction))
         return None
     from ._dist import barrier, init_distributed
     from .eval.tasks import load_task

@@ -8,22 +8,53 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=(5, 5), **subplots):
+    """A Figure of ``nrows`` x ``ncols`` Axes that pyplot no longer holds.
+
+    Every ``pl`` function returns its Figure (or Axes) and never also shows it. A figure left open in pyplot
+    is shown by Jupyter's inline backend when the cell ends, so a returned one would be shown twice. This one
+    is made by pyplot (so the backend, and the notebook's way of showing a returned Figure, are set up) and
+    closed at once: it is shown only where the caller shows it (a cell's last value, ``display(fig)``) and
+    written only by ``save=``.
+
+    Parameters
+    ----------
+    nrows, ncols
+        Grid of Axes.
+    figsize
+        Inches (width, height).
+    **subplots
+        ``matplotlib.pyplot.subplots`` options (``squeeze=False``, ``sharex``, ...).
+
+    Returns
+    -------
+    tuple
+        ``(matplotlib.figure.Figure, Axes or array of Axes)``.
+    """
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, **subplots)
+    plt.close(fig)  # out of pyplot's open figures; the Figure itself still draws and saves
+    return fig, axes
+
+
 def get_ax(ax=None, figsize=(5, 5)):
+    """``(figure, ax)`` of the caller's ``ax``, else of a new one-Axes figure (:func:`new_figure`)."""
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=figsize)
-    return fig, ax
+    return new_figure(figsize=figsize)
 
 
 def finish(fig, save: Path | str | None, dpi: int = 120):
-    """Save atomically when ``save`` is given (PNG/SVG/PDF by suffix) and close the figure; return it."""
+    """Save atomically when ``save`` is given (PNG/SVG/PDF by suffix); return the figure.
+
+    Nothing is shown and nothing is closed: a figure of :func:`new_figure` is already out of pyplot, and the
+    figure of an ``ax=`` the caller passed is the caller's.
+    """
     if save is not None:
         from .._atomic import atomic_path
 
         save = Path(save)
         with atomic_path(save) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=save.suffix.lstrip(".") or "png")
-        plt.close(fig)
     return fig
 
 

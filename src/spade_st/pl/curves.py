@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._util import categorical_colors, finish, plt
+from ._util import categorical_colors, finish, new_figure
 
 
 def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
@@ -13,7 +13,7 @@ def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
     organs = bool("groups" in qc and qc["groups"].max() > 1)  # one organ per expert everywhere: nothing to draw
     elbow = choose_k is not None and len(choose_k) > 0
     n = 1 + elbow + organs
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    fig, axes = new_figure(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     axes = axes[0]
     i = 0
     if elbow:
@@ -51,7 +51,7 @@ def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", sav
     s["k"] = s["k"].astype(float)
     by = "probe" if "probe" in s else "task"  # one panel per probe (long result schema), else per task
     panels = sorted(s[by].unique())
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    fig, axes = new_figure(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
     sources = sorted(s["source"].unique())
     cols = dict(zip(sources, categorical_colors(len(sources)), strict=True))
     for ax, panel in zip(axes[0], panels, strict=False):
