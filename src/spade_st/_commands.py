@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import fields
 
 
+def echo(*args, **kwargs) -> None:
+    """``print`` a command's summary on rank 0 only: once under ``torchrun``, not once per rank."""
+    from ._dist import rank0_print
+
+    rank0_print(*args, **kwargs)
+
+
 def from_args(cls, args, **extra):
     """Build the dataclass ``cls`` from the parsed flags whose names are its fields (``extra`` overrides)."""
     names = {f.name for f in fields(cls)}
@@ -24,7 +31,7 @@ def _cmd_convert(args) -> int:
         cfg = from_args(io.AnnDataConfig, args)
         root = io.convert_anndata(cfg)
     n = len(io.PatchFile(io.Layout(root).patches(args.sample_id)))
-    print(f"wrote sample {args.sample_id} ({n} patches) to {root}")
+    echo(f"wrote sample {args.sample_id} ({n} patches) to {root}")
     return 0
 
 
@@ -32,19 +39,33 @@ def _cmd_demo_data(args) -> int:
     from .datasets import SyntheticConfig, synthetic
 
     root = synthetic(from_args(SyntheticConfig, args))
-    print(f"wrote {args.samples} synthetic samples to {root}")
+    echo(f"wrote {args.samples} synthetic samples to {root}")
     return 0
 
 
 def _cmd_check(args) -> int:
+    from . import _keys as K
     from .io import read_hest
+    from .io.writer import MAX_UPSAMPLING
 
     samples = read_hest(args.data, ids=args.ids, require_wsi=args.require_wsi)
+    bad = 0
     for s in samples:
         px = s.pixel_size_um
-        print(f"{s.id}\t{s.organ}\t{s.patient}\t{len(s.patches)} patches\t{px if px else 'NO PIXEL SIZE'} µm/px")
-    print(f"{len(samples)} sample(s) OK in {args.data}")
-    return 0
+        up = px / K.PATCH_PIXEL_SIZE_UM if px else None
+        said = (
+            "PROBLEM: no pixel size"
+            if not px
+            else f"PROBLEM: patches upsampled {up:.0f}x (over {MAX_UPSAMPLING:g}x)"
+            if up > MAX_UPSAMPLING
+            else f"warning: patches upsampled {up:.1f}x"
+            if up > 2
+            else "OK"
+        )
+        bad += said.startswith("PROBLEM")
+        echo(f"{s.id}\t{s.organ}\t{s.patient}\t{len(s.patches)} patches\t{px if px else '-'} µm/px\t{said}")
+    echo(f"{len(samples) - bad} sample(s) OK, {bad} with problems in {args.data}")
+    return 1 if bad else 0
 
 
 def _cmd_demo(args) -> int:
@@ -52,7 +73,7 @@ def _cmd_demo(args) -> int:
 
     _headless()
     report = run_demo(from_args(DemoConfig, args))
-    print(f"report: {report}")
+    echo(f"report: {report}")
     return 0
 
 
@@ -60,7 +81,7 @@ def _cmd_extract(args) -> int:
     from .encoders.extract import ExtractConfig, extract
 
     paths = extract(from_args(ExtractConfig, args))
-    print(f"{len(paths)} feature file(s) in {args.out / args.encoder}")
+    echo(f"{len(paths)} feature file(s) in {args.out / args.encoder}")
     return 0
 
 
@@ -68,7 +89,7 @@ def _cmd_extract_wsi(args) -> int:
     from .encoders.extract_wsi import ExtractWsiConfig, extract_wsi
 
     paths = extract_wsi(from_args(ExtractWsiConfig, args))
-    print(f"{len(paths)} slide feature file(s) in {args.out / args.encoder}")
+    echo(f"{len(paths)} slide feature file(s) in {args.out / args.encoder}")
     return 0
 
 
@@ -77,7 +98,7 @@ def _cmd_encoders(args) -> int:
 
     for name in list_encoders():
         spec = get_spec(name)
-        print(f"{name:20s} {spec.embed_dim:5d}-d  {spec.description}")
+        echo(f"{name:20s} {spec.embed_dim:5d}-d  {spec.description}")
     return 0
 
 
@@ -89,7 +110,7 @@ def _cmd_pretrain(args) -> int:
 
     cfg = load_config(args.config, **{k: v for k, v in vars(args).items() if k in names})
     out = pretrain(cfg)
-    print(f"model: {out}")
+    echo(f"model: {out}")
     return 0
 
 
@@ -97,7 +118,7 @@ def _cmd_embed(args) -> int:
     from .experts.embed import EmbedConfig, embed_features
 
     paths = embed_features(from_args(EmbedConfig, args))
-    print(f"{len(paths)} embedding file(s) in {args.out}")
+    echo(f"{len(paths)} embedding file(s) in {args.out}")
     return 0
 
 
@@ -112,8 +133,8 @@ def _cmd_bench(args) -> int:
         progress=True,
     )
     summary = run_her2st_bench(cfg)
-    print(to_markdown(headline(summary)))
-    print(f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}")
+    echo(to_markdown(headline(summary)))
+    echo(f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}")
     return 0
 
 
@@ -122,8 +143,8 @@ def _cmd_evaluate(args) -> int:
     from .eval.tasks import run_task
 
     summary = run_task(args.task, args.out, allow_train_overlap=args.allow_train_overlap)
-    print(to_markdown(summary))
-    print(f"results: {args.out / 'results.csv'}")
+    echo(to_markdown(summary))
+    echo(f"results: {args.out / 'results.csv'}")
     return 0
 
 
@@ -138,7 +159,7 @@ def _cmd_report(args) -> int:
     from .pl.report import ReportConfig, write_report
 
     _headless()
-    print(f"report: {write_report(from_args(ReportConfig, args))}")
+    echo(f"report: {write_report(from_args(ReportConfig, args))}")
     return 0
 
 
@@ -149,7 +170,7 @@ def _cmd_run(args) -> int:
     cfg = from_args(RunConfig, args, exclude=args.exclude or [])
     report = run_pipeline(cfg)
     if report is not None:
-        print(f"report: {report}")
+        echo(f"report: {report}")
     return 0
 
 
@@ -158,7 +179,7 @@ def _cmd_predict(args) -> int:
 
     _headless()
     paths = predict_slides(from_args(PredictConfig, args))
-    print(f"{len(paths)} file(s) in {args.out}")
+    echo(f"{len(paths)} file(s) in {args.out}")
     return 0
 
 
@@ -179,13 +200,13 @@ def _cmd_fit_predictor(args) -> int:
         model_sha256=sha256_file(ModelLayout(args.model).weights),
     )
     head.save(args.model)
-    print(f"expression head ({len(head.genes)} genes) written to {args.model}")
+    echo(f"expression head ({len(head.genes)} genes) written to {args.model}")
     return 0
 
 
 def _cmd_doctor(args) -> int:
-    from .doctor import format_report, run_doctor
+    from .doctor import failed_needed, format_report, run_doctor
 
-    rows = run_doctor(args.data, args.weights_dir)
-    print(format_report(rows))
-    return 0 if all(ok for name, ok, _, _ in rows if not name.startswith("weights ")) else 1
+    rows = run_doctor(args.data, args.weights_dir, getattr(args, "config", None))
+    echo(format_report(rows))
+    return 1 if failed_needed(rows) else 0  # optional items missing: still 0

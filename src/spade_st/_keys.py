@@ -61,3 +61,6 @@ METADATA_COLUMNS = (
     "subseries",
     "hest_version_added",
 )
+
+#: an expression head's genes whose cross-validated Pearson r is below this are "not predicted" (drawn as such)
+PREDICTED_R = 0.1

@@ -25,6 +25,7 @@ from ._commands import (
     _cmd_report,
     _cmd_run,
 )
+from ._help import about
 
 #: ArgumentDefaultsHelpFormatter appends "(default: <value>)" to every help text that does not mention
 #: ``%(default)``. Help texts that say in words what an unset (None) flag means end with NO_DEFAULT: it prints
@@ -35,10 +36,14 @@ FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
 
 
 def _add_convert(sub) -> None:
-    conv = sub.add_parser("convert", help="convert a dataset into the HEST-1k layout", **FMT)
+    conv = sub.add_parser("convert", help="convert a dataset into the HEST-1k layout", **about("convert"))
     csub = conv.add_subparsers(dest="format", required=True)
 
-    h = csub.add_parser("her2st", help="legacy ST tables (her2st): counts .tsv.gz + spot selection + H&E image", **FMT)
+    h = csub.add_parser(
+        "her2st",
+        help="legacy ST tables (her2st): counts .tsv.gz + spot selection + H&E image",
+        **about("convert her2st"),
+    )
     h.add_argument("--counts", type=Path, required=True, help="counts table .tsv(.gz): spots (XxY) x genes, raw counts")
     h.add_argument(
         "--spots", type=Path, required=True, help="spot selection .tsv(.gz) with x y pixel_x pixel_y selected"
@@ -53,7 +58,7 @@ def _add_convert(sub) -> None:
     h.add_argument("--labels", type=Path, help="pathologist labels S_labeled_coordinates.tsv -> obs['label']")
     h.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
 
-    v = csub.add_parser("visium", help="a Space Ranger output folder", **FMT)
+    v = csub.add_parser("visium", help="a Space Ranger output folder", **about("convert visium"))
     v.add_argument(
         "--spaceranger", type=Path, required=True, help="Space Ranger outs/ folder (filtered matrix .h5 + spatial/)"
     )
@@ -78,7 +83,9 @@ def _add_convert(sub) -> None:
     )
     v.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
 
-    a = csub.add_parser("anndata", help="an .h5ad with raw counts and obsm['spatial'] + its H&E image", **FMT)
+    a = csub.add_parser(
+        "anndata", help="an .h5ad with raw counts and obsm['spatial'] + its H&E image", **about("convert anndata")
+    )
     a.add_argument("--adata", type=Path, required=True, help=".h5ad with raw counts and spot centres in image pixels")
     a.add_argument("--image", type=Path, required=True, help="full-resolution H&E image the spot centres refer to")
     a.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
@@ -112,7 +119,7 @@ def _add_pretrain(sub) -> None:
         value = base.get(name) if shown is None else shown
         return f"{text} (default: the --config value, else {value})" + NO_DEFAULT
 
-    pt = sub.add_parser("pretrain", help="train the SPADE experts (resumable)", **FMT)
+    pt = sub.add_parser("pretrain", help="train the SPADE experts (resumable)", **about("pretrain"))
     pt.add_argument(
         "--config", type=Path, help="YAML file or built-in name (demo, her2st, ...); flags override it" + NO_DEFAULT
     )
@@ -186,11 +193,7 @@ def _add_run(sub) -> None:
     r = sub.add_parser(
         "run",
         help="extract -> pretrain -> embed -> evaluate -> report in one resumable command",
-        description="The whole pipeline on one HEST-layout root into one run folder (the layout `spade-st report` "
-        "reads). Each stage skips what is already complete; rerun the same command after an interruption. "
-        "--dry-run prints samples, spots, sizes and compute from the sample table alone. "
-        "Example: spade-st run --config spade_hest1k_uni --data HEST_ROOT --out runs/hest --dry-run",
-        **FMT,
+        **about("run"),
     )
     r.add_argument("--config", required=True, help="pretraining config: YAML file or built-in name")
     r.add_argument("--data", type=Path, required=True, help="HEST-layout root (HEST-1k's own table is read as is)")
@@ -220,14 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     _add_convert(sub)
-    d = sub.add_parser("demo-data", help="write the built-in synthetic dataset (HEST layout)", **FMT)
+    d = sub.add_parser("demo-data", help="write the built-in synthetic dataset (HEST layout)", **about("demo-data"))
     d.add_argument("--out", type=Path, required=True, help="HEST-layout root to write")
     d.add_argument("--samples", type=int, default=6, help="number of samples (spread over 3 organs)")
     d.add_argument("--spots", type=int, default=300, help="spots per sample")
     d.add_argument("--genes", type=int, default=300, help="number of genes (one panel for all samples)")
     d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--overwrite", action="store_true", help="replace samples already in --out")
-    dm = sub.add_parser("demo", help="run the whole pipeline on synthetic data and write a report", **FMT)
+    dm = sub.add_parser("demo", help="run the whole pipeline on synthetic data and write a report", **about("demo"))
     dm.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (data, features, model, report)")
     dm.add_argument("--samples", type=int, default=8, help="synthetic samples")
     dm.add_argument("--spots", type=int, default=200, help="spots per sample")
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument(
         "--epochs", type=int, help="override the epochs of configs/demo.yaml (default: the file's)" + NO_DEFAULT
     )
-    e = sub.add_parser("extract", help="features of every spot patch of a HEST root", **FMT)
+    e = sub.add_parser("extract", help="features of every spot patch of a HEST root", **about("extract"))
     e.add_argument("--data", type=Path, required=True, help="HEST-layout root (from `spade-st convert`)")
     e.add_argument("--encoder", default="efficientnet_lite0", help="see `spade-st encoders`")
     e.add_argument(
@@ -249,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-workers", type=int, default=0, help="data-loader processes reading patches (0: in-process)")
     e.add_argument("--ids", nargs="+", help="sample ids to extract (default: every sample of --data)" + NO_DEFAULT)
     e.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
-    ew = sub.add_parser("extract-wsi", help="tissue tiles of whole slides and their features", **FMT)
+    ew = sub.add_parser("extract-wsi", help="tissue tiles of whole slides and their features", **about("extract-wsi"))
     ew.add_argument(
         "--wsi", type=Path, action="append", required=True, help="a slide, or a folder of slides (repeat for more)"
     )
@@ -279,12 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-tissue", type=float, default=0.25, help="least tissue fraction (0-1) a tile needs to be kept"
     )
     ew.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
-    sub.add_parser("encoders", help="list the registered encoders", **FMT)
+    sub.add_parser("encoders", help="list the registered encoders", **about("encoders"))
     _add_pretrain(sub)
     _add_run(sub)
-    em = sub.add_parser("embed", help="SPADE embeddings of feature files", **FMT)
+    em = sub.add_parser("embed", help="SPADE embeddings of feature files", **about("embed"))
     em.add_argument("--model", type=Path, required=True, help="model folder (the --out of `spade-st pretrain`)")
-    em.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> from `spade-st extract(-wsi)`")
+    em.add_argument(
+        "--features", type=Path, required=True, help="FEATS/<encoder> from `spade-st extract(-wsi)`, or one .h5 file"
+    )
+    em.add_argument(
+        "--encoder",
+        help="the files' encoder, for files that do not name it (TRIDENT's; default: as the file or its "
+        "features_<encoder> folder says)" + NO_DEFAULT,
+    )
     em.add_argument("--out", type=Path, required=True, help="writes OUT/<id>.h5 (embeddings, expert weights)")
     em.add_argument("--ids", nargs="+", help="embed only FEATURES/<id>.h5 (default: every .h5)" + NO_DEFAULT)
     em.add_argument(
@@ -297,16 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--adata", action="store_true", help="also write OUT/<id>.h5ad: the sample's AnnData with obsm['X_spade']"
     )
     em.add_argument("--overwrite", action="store_true", help="recompute embedding files that are already complete")
-    dr = sub.add_parser("doctor", help="check the installation (and a data root); print what to fix", **FMT)
+    dr = sub.add_parser(
+        "doctor", help="check the installation (and a config, a data root); print what to fix", **about("doctor")
+    )
     dr.add_argument("--data", type=Path, help="HEST-layout root to validate (default: none checked)" + NO_DEFAULT)
     dr.add_argument("--weights-dir", type=Path, help="encoder weights folder (default: $SPADE_ST_WEIGHTS)" + NO_DEFAULT)
+    dr.add_argument(
+        "--config", help="pretraining config (name or YAML) whose encoder weights and packages are needed" + NO_DEFAULT
+    )
     rp = sub.add_parser(
         "report",
         help="write RUN/report.html (self-contained) and RUN/report.md",
-        description="Figures and tables of a run folder. Parts are found under RUN by the names `spade-st demo` "
-        "writes (data/, features/<encoder>/, model/, embeddings/, results/); point at others with the flags. "
-        "What is drawn and what is skipped (and why) is printed.",
-        **FMT,
+        **about("report"),
     )
     rp.add_argument("run", type=Path, help="run folder (the report is written here)")
     rp.add_argument("--data", type=Path, help="HEST root (default: RUN/data)" + NO_DEFAULT)
@@ -316,16 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser(
         "predict",
         help="predicted expression of every tile of a slide (h5ad + PNG maps) from a model folder",
-        **FMT,
+        **about("predict"),
     )
     pr.add_argument("--model", type=Path, required=True, help="model folder with an expression head")
-    pr.add_argument("--features", type=Path, nargs="+", required=True, help="feature file(s): extract-wsi or TRIDENT")
+    pr.add_argument(
+        "--features", type=Path, nargs="+", required=True, help="feature file(s) or folder(s): extract-wsi or TRIDENT"
+    )
     pr.add_argument("--out", type=Path, required=True, help="writes OUT/<slide>.h5ad and OUT/<slide>_expression.png")
     pr.add_argument("--wsi", type=Path, nargs="+", help="the slides (matched by file stem), for the maps")
     pr.add_argument(
         "--genes",
         nargs="+",
-        help="genes to predict and map (default: all; the 4 most variable mapped)" + NO_DEFAULT,
+        help="genes to predict and map (default: all; the 4 best predicted (cross-validated r) mapped)" + NO_DEFAULT,
     )
     pr.add_argument("--method", choices=["ridge", "knn"], default="ridge", help="the expression head's method")
     pr.add_argument(
@@ -342,17 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --data: also score slides the model trained on (marked in-sample in the printout)",
     )
+    pr.add_argument(
+        "--organ",
+        help="the slides' organ, checked against the organs the head was fitted on (default: from --data, else "
+        "a one-line caveat)" + NO_DEFAULT,
+    )
     fp = sub.add_parser(
         "fit-predictor",
         help="fit (or refit) a model's expression head on a HEST root's spots",
-        **FMT,
+        **about("fit-predictor"),
     )
     fp.add_argument("--model", type=Path, required=True, help="model folder (predictor.json is written into it)")
     fp.add_argument("--data", type=Path, required=True, help="HEST root with the samples' counts")
     fp.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> of those samples")
     fp.add_argument("--ids", nargs="+", help="samples to fit on (default: the model's training samples)" + NO_DEFAULT)
     fp.add_argument("--genes", nargs="+", help="genes of the head (default: the model's gene panel)" + NO_DEFAULT)
-    ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources", **FMT)
+    ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources", **about("evaluate"))
     ev.add_argument("task", type=Path, help="task manifest YAML (e.g. configs/tasks/*.yaml)")
     ev.add_argument("--out", type=Path, required=True, help="writes OUT/results.csv, results_long.csv, results.md")
     ev.add_argument(
@@ -360,12 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score sources whose model trained on a scored sample or patient (marked in_sample in the table)",
     )
-    bn = sub.add_parser("bench", help="built-in benchmarks on real data", **FMT)
+    bn = sub.add_parser("bench", help="built-in benchmarks on real data", **about("bench"))
     bsub = bn.add_subparsers(dest="bench", required=True)
     bh = bsub.add_parser(
         "her2st",
         help="raw features vs SPADE and its controls on her2st sections (genes, retrieval, few-shot)",
-        **FMT,
+        **about("bench her2st"),
     )
     from .eval._names import PROBES, PROTOCOLS, TARGETS, VARIANTS
 
@@ -388,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gene-exclude", nargs="*", default=["A1"], help="sections kept out of gene regression (none: no value)"
     )
     bh.add_argument("--label-section", default="A1", help="section with pathologist labels for few-shot")
-    c = sub.add_parser("check", help="validate a HEST-layout root and list its samples", **FMT)
+    c = sub.add_parser("check", help="validate a HEST-layout root and list its samples", **about("check"))
     c.add_argument("--data", type=Path, required=True, help="HEST-layout root (from `spade-st convert`)")
     c.add_argument("--ids", nargs="+", help="sample ids to check (default: every sample)" + NO_DEFAULT)
     c.add_argument("--require-wsi", action="store_true", help="also require each sample's wsis/<id>.tif")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 
+from spade_st._validation import SpadeInputError
 from spade_st.genes import GenePanel, build_panel, harmonise, panel_report, read_ensembl_table, sample_hvgs
 
 
@@ -65,7 +69,23 @@ def test_ensembl_table(tmp_path):
     t = tmp_path / "ens.tsv"
     t.write_text("ENSG00000075624\tACTB\nENSG00000141736\tERBB2\n")
     table = read_ensembl_table(t)
-    assert list(harmonise(["ENSG00000075624.17", "ERBB2", "Foo"], table)) == ["ACTB", "ERBB2", "FOO"]
+    assert list(harmonise(["ENSG00000075624.17", "ERBB2", "Foo"], table)) == ["ACTB", "ERBB2", "Foo"]
+
+
+def test_symbols_keep_their_case_and_match_in_any_case():
+    """C12orf66 stays C12orf66 in the panel (and so in every head and map); ACTB/actb still match."""
+    g = ["C12orf66", "Actb"] + [f"G{i}" for i in range(300)]
+    a = _adata(g, n=100, hot=["C12orf66", "Actb"])
+    panel = build_panel([SimpleNamespace(id="S1", adata=a)], n_top=2)
+    assert sorted(panel.genes) == ["Actb", "C12orf66"]
+    upper = GenePanel(genes=["C12ORF66", "ACTB"], mode="raw")  # a panel written in upper case still matches
+    np.testing.assert_array_equal(upper.transform(a)[:, 0], a.X[:, 0].astype(np.float32))
+
+
+def test_ensembl_ids_against_a_symbol_panel_are_refused():
+    a = _adata([f"ENSG{i:011d}" for i in range(50)])
+    with pytest.raises(SpadeInputError, match=r"Ensembl ids.*gene_symbols"):
+        GenePanel(genes=["ACTB", "ERBB2"], mode="raw").transform(a, "S1")
 
 
 def test_hvgs_find_planted_genes():

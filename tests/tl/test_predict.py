@@ -85,8 +85,118 @@ def test_predict_whole_slides_from_model_folder(her2st_model, tmp_path, capsys):
         n = len(read_features(f))
         assert pred.shape == (n, 2) and list(pred.var_names) == head[:2]
         assert pred.obs_names[0] == "tile_0" and pred.obsm["spatial"].shape == (n, 2)  # every tissue tile
-        assert np.asarray(pred.X).std(0).min() > 0  # the tiles differ
-        assert _coloured_share(out / f"{f.stem}_expression.png") > 0.05, f.stem
+        assert np.asarray(pred.X).min() >= 0  # log1p of counts: clipped at 0
+    # by default the maps show the genes the head predicts best (its cross-validated r), coloured
+    from spade_st._validation import DataWarning
+
+    with pytest.warns(DataWarning, match="fitted on Breast; pass --organ"):  # slides of unknown organ: one caveat
+        assert main([*args, "--pixel-size-um", "0.5", "--out", str(tmp_path / "best")]) == 0
+    err = capsys.readouterr().err
+    meta = json.loads((her2st_model / "predictor.json").read_text())
+    r = np.array([np.nan if v is None else v for v in meta["cv_r"]])
+    best = [meta["genes"][i] for i in np.argsort(-np.nan_to_num(r, nan=-1), kind="stable")[:4]]
+    assert f"mapped {best[0]} (CV r {np.nanmax(r):.2f})" in err
+    with pytest.warns(DataWarning, match=r"fitted on Breast only; cmu-1-small-region \(Skin\)"):
+        main([*args, "--organ", "Skin", "--out", str(tmp_path / "skin")])
+    if np.nanmax(r) >= 0.1:
+        for f in files:
+            assert _coloured_share(tmp_path / "best" / f"{f.stem}_expression.png") > 0.02, f.stem
+
+
+def test_predicted_h5ad_is_scanpy_ready(her2st_model, tmp_path, capsys):
+    """uns['spatial'] that sc.pl.spatial draws, obs with tile size and tissue fraction, var with the head's r,
+    uns with model path and sha256; gene symbols in their own case."""
+    sc = pytest.importorskip("scanpy")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    slide = require(WSI_SMALL / "cmu-1-small-region.svs")
+    feats = tmp_path / "wf"
+    assert main(["extract-wsi", "--wsi", str(slide), "--out", str(feats), "--device", "cpu"]) == 0
+    f = feats / "efficientnet_lite0" / "cmu-1-small-region.h5"
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(her2st_model),
+                "--features",
+                str(f.parent),
+                "--wsi",
+                str(slide),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    pred = ad.read_h5ad(out / "cmu-1-small-region.h5ad")
+    lib = pred.uns["spatial"]["cmu-1-small-region"]
+    assert lib["images"]["hires"].ndim == 3 and 0 < lib["scalefactors"]["tissue_hires_scalef"] < 1
+    assert (pred.obs["tissue_fraction"] >= 0.25).all() and pred.obs["tile_size"].iloc[0] == pytest.approx(
+        224 * 0.5 / 0.499
+    )
+    meta = json.loads((her2st_model / "predictor.json").read_text())
+    got = pred.var["cv_r"].to_numpy()
+    want = np.array([np.nan if v is None else v for v in meta["cv_r"]], np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert pred.uns["spade_prediction"]["model"] == str(her2st_model)
+    assert len(pred.uns["spade_prediction"]["model_sha256"]) == 64
+    fig = sc.pl.spatial(pred, color=pred.var_names[0], library_id="cmu-1-small-region", show=False, return_fig=True)
+    assert fig is not None
+    assert any(g != g.upper() for g in pred.var_names) or all(g == g.upper() for g in meta["genes"])
+
+
+def test_predict_refuses_nan_rows_and_empty_files(her2st_model, her2st_features, tmp_path, capsys):
+    from spade_st.io.features import FeatureSet, write_features
+
+    fs = read_features(her2st_features / "C4.h5")
+    nan = fs.features.copy()
+    nan[3] = np.nan
+    bad = tmp_path / "nan" / "C4.h5"
+    write_features(bad, FeatureSet(features=nan, coords=fs.coords, barcode=fs.barcode, attrs=fs.attrs))
+    empty = tmp_path / "empty" / "blank.h5"
+    write_features(
+        empty, FeatureSet(features=np.zeros((0, nan.shape[1]), np.float32), coords=np.zeros((0, 2)), attrs=fs.attrs)
+    )
+    for path, want in ((bad, "1 of 184 feature rows hold NaN"), (empty, "has no tiles")):
+        out = tmp_path / f"o_{path.parent.name}"
+        assert main(["predict", "--model", str(her2st_model), "--features", str(path), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert want in err and err.count("\n") == 1 and not out.exists()
+    emb = tmp_path / "emb"
+    assert main(["embed", "--model", str(her2st_model), "--features", str(bad), "--out", str(emb)]) == 1
+    assert "NaN" in capsys.readouterr().err and not (emb / "C4.h5").exists()
+
+
+def test_embed_takes_a_file_and_checks_the_encoder(her2st_model, her2st_features, tmp_path, capsys):
+    from spade_st import read_features as read_as_adata
+
+    emb = tmp_path / "emb"
+    assert (
+        main(["embed", "--model", str(her2st_model), "--features", str(her2st_features / "C4.h5"), "--out", str(emb)])
+        == 0
+    )
+    a = read_as_adata(emb / "C4.h5")  # an embedding file: X_spade, tile centres from the copied geometry
+    assert "X_spade" in a.obsm and "X_efficientnet_lite0" not in a.obsm
+    fs = read_features(her2st_features / "C4.h5")
+    src = read_as_adata(her2st_features / "C4.h5")
+    assert src.uns["spade"]["tile_size"] > 0  # the feature file gives centres ...
+    np.testing.assert_allclose(a.obsm["spatial"], src.obsm["spatial"])  # ... and so does its embedding file
+    conch = tmp_path / "features_conch_v15"
+    conch.mkdir()
+    import h5py
+
+    with h5py.File(conch / "C4.h5", "w") as f:  # TRIDENT layout: no encoder attribute, the folder names it
+        f["features"] = fs.features
+        f["coords"] = fs.coords
+    assert main(["embed", "--model", str(her2st_model), "--features", str(conch), "--out", str(tmp_path / "e2")]) == 1
+    err = capsys.readouterr().err
+    assert "conch_v15" in err and "features_conch_v15/" in err and not (tmp_path / "e2").exists()
+    assert (
+        main(["embed", "--model", str(her2st_model), "--features", str(tmp_path / "nowhere"), "--out", str(emb)]) == 1
+    )
 
 
 def test_model_without_head_says_how_to_add_one(her2st_model, her2st_root, her2st_features, tmp_path, capsys):
@@ -102,6 +212,8 @@ def test_model_without_head_says_how_to_add_one(her2st_model, her2st_root, her2s
     assert main([*fp, "--genes", "ERBB2", "KRT19"]) == 0
     assert main(args) == 0
     assert list(ad.read_h5ad(tmp_path / "o" / "C4.h5ad").var_names) == ["ERBB2", "KRT19"]
+    head = json.loads((old / "predictor.json").read_text())
+    assert len(head["cv_r"]) == 2 and head["info"]["alpha_criterion"] == "held-out mean squared error"
 
 
 def test_trident_feature_file(her2st_model, her2st_features, tmp_path, capsys):

@@ -13,7 +13,17 @@ from .._atomic import atomic_path, plain
 from .._dist import DistInfo, default_device
 from .._progress import progress as tqdm
 from .._validation import SpadeInputError, require_file
-from ..io.features import FeatureSet, is_finished, read_features, write_features
+from ..io.features import (
+    GEOMETRY_ATTRS,
+    FeatureSet,
+    feature_encoder,
+    feature_files,
+    feature_shape,
+    is_finished,
+    read_feature_attrs,
+    read_features,
+    write_features,
+)
 from ..io.runs import ModelLayout
 from .model import SpadeModel
 
@@ -26,6 +36,7 @@ class EmbedConfig:
     features: Path
     out: Path
     ids: list[str] | None = None
+    encoder: str | None = None  #: the files' encoder when neither they nor their folder name it (TRIDENT's)
     topk: int | None = None
     tau_r: float | None = None
     batch_size: int = 8192
@@ -39,12 +50,13 @@ class EmbedConfig:
 def embed_features(cfg: EmbedConfig) -> list[Path]:
     """Embed ``cfg.features/*.h5`` with the model; writes ``cfg.out/<id>.h5`` (embeddings, expert_weights, barcode)."""
     model = SpadeModel.from_pretrained(cfg.model, device=default_device(DistInfo(), cfg.device))
-    files = sorted(Path(cfg.features).glob("*.h5"))
+    files = feature_files(cfg.features, "feature files", "run `spade-st extract` (or extract-wsi) first")
     if cfg.ids is not None:
+        if not Path(cfg.features).is_dir():
+            msg = f"--ids picks files of a folder; --features {cfg.features} is one file: drop --ids or pass its folder"
+            raise SpadeInputError(msg)
         files = [Path(cfg.features) / f"{i}.h5" for i in cfg.ids]
-    if not files:
-        msg = f"no feature files in {cfg.features}; run `spade-st extract` first"
-        raise FileNotFoundError(msg)
+    encoders = {f: check_feature_file(f, model, cfg.encoder) for f in files}  # every file, before any work
     if cfg.adata and cfg.data is None:
         msg = "--adata needs --data ROOT (the HEST root whose samples' AnnData are copied with obsm['X_spade'])"
         raise SpadeInputError(msg)
@@ -67,7 +79,8 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
         if not cfg.overwrite and is_finished(dst, expect, n=len(fs), dim=model.config.out_dim, key="embeddings"):
             emb = None
         else:
-            enc = fs.attrs.get("encoder")
+            check_finite(fs, f)  # before this file's output; earlier files stay written
+            enc = encoders[f]
             emb, w = model.embed(
                 fs.features,
                 batch_size=cfg.batch_size,
@@ -89,15 +102,43 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
                         "n_experts": model.config.n_experts,
                         "spade_st_version": __version__,
                         "source_features": str(f),
-                    },
+                    }
+                    | {k: fs.attrs[k] for k in GEOMETRY_ATTRS if k in fs.attrs},
                 ),
                 key="embeddings",
-                extra={"expert_weights": w},
+                extra={"expert_weights": w} | {k: v for k, v in fs.arrays.items() if k == "tissue_fraction"},
             )
         if cfg.adata:
             _put_in_adata(Path(cfg.data), f.stem, dst, model, out / f"{f.stem}.h5ad")
     atomic_write_json(out / "embed_config.json", plain(cfg) | expect)
     return written
+
+
+def check_feature_file(f: Path, model, encoder: str | None) -> str | None:
+    """A feature file against the model (attributes and shape only): its encoder (as it, the flag or its TRIDENT
+    folder says) and width. Returns the encoder it names (None: nothing does, taken as the model's)."""
+    attrs = read_feature_attrs(f)
+    enc = feature_encoder(f, attrs, encoder)
+    if enc is not None and enc != model.config.encoder:
+        where = "" if attrs.get("encoder") or encoder else f" (by its folder name {f.parent.name}/)"
+        msg = (
+            f"{f} holds {enc} features{where}; the model takes {model.config.encoder}: embed "
+            f"{model.config.encoder} features, or pass --encoder {model.config.encoder} if that is what they are"
+        )
+        raise SpadeInputError(msg)
+    width = feature_shape(f)[1]
+    if width != model.config.feature_dim:
+        msg = f"{f} has {width}-d features; the model takes {model.config.feature_dim}-d {model.config.encoder}"
+        raise SpadeInputError(msg)
+    return enc
+
+
+def check_finite(fs: FeatureSet, path: Path) -> None:
+    """Refuse NaN/Inf feature rows (they would flow into every embedding and prediction)."""
+    bad = ~np.isfinite(fs.features).all(1)
+    if bad.any():
+        msg = f"{path}: {int(bad.sum())} of {len(fs)} feature rows hold NaN or Inf; re-extract the file"
+        raise SpadeInputError(msg)
 
 
 def _put_in_adata(root: Path, sid: str, emb_path: Path, model, dst: Path) -> None:

@@ -275,14 +275,15 @@ class SpadeModel(nn.Module):
             )
             raise SpadeInputError(msg)
         model.load_state_dict(sd, strict=True)
+        from ..encoders.weights import sha256_file
         from . import predictor as head
+
+        model.source = {"path": str(folder), "sha256": sha256_file(w_path)}  # named in what it writes
 
         if (folder / head.CONFIG).is_file():
             model.predictor = head.ExpressionPredictor.load(folder)
-            from ..encoders.weights import sha256_file
-
             fitted_for = model.predictor.info.get("model_sha256")
-            if fitted_for and fitted_for != sha256_file(w_path):
+            if fitted_for and fitted_for != model.source["sha256"]:
                 msg = (
                     f"the expression head in {folder} was fitted for another model (model.safetensors changed); "
                     f"refit it: spade-st fit-predictor --model {folder} --data ROOT --features FEATS/<encoder>"

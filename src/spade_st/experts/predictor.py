@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _keys as K
 from .._atomic import atomic_save_safetensors, atomic_write_json
 from .._validation import SpadeInputError, did_you_mean
 from ..io.runs import ModelLayout
@@ -29,6 +30,7 @@ WEIGHTS = ModelLayout.HEAD_WEIGHTS
 CONFIG = ModelLayout.HEAD_CONFIG
 METHODS = ("ridge", "knn")
 TARGET = "log1p(counts per 10k)"
+PREDICTED_R = K.PREDICTED_R
 
 
 @dataclass
@@ -43,6 +45,21 @@ class ExpressionPredictor:
     k: int = 8  #: prototypes averaged per tile by ``knn``
     target: str = TARGET
     info: dict = field(default_factory=dict)
+    #: per gene, the ridge's Pearson r on held-out training samples at the chosen alpha (None: not measured,
+    #: e.g. a constant gene, or a head written before it was recorded)
+    cv_r: list | None = None
+
+    def gene_r(self) -> np.ndarray:
+        """(G,) cross-validated r of each gene, NaN where unknown."""
+        if self.cv_r is None:
+            return np.full(len(self.genes), np.nan)
+        return np.array([np.nan if v is None else float(v) for v in self.cv_r])
+
+    def best_genes(self, n: int) -> list[str]:
+        """The ``n`` genes with the highest cross-validated r (NaN last, then head order)."""
+        r = self.gene_r()
+        order = np.lexsort((np.arange(len(r)), -np.nan_to_num(r, nan=-np.inf)))
+        return [self.genes[i] for i in order[:n]]
 
     def gene_index(self, genes=None) -> np.ndarray:
         """Columns of ``genes`` (case-insensitive; all genes when None); an unknown gene is an error."""
@@ -73,6 +90,10 @@ class ExpressionPredictor:
             x = np.asarray(embeddings, np.float64)
             if x.ndim != 2 or x.shape[1] != self.weight.shape[0]:
                 msg = f"embeddings have shape {x.shape}; the expression head takes {self.weight.shape[0]} columns"
+                raise SpadeInputError(msg)
+            if not np.isfinite(x).all():
+                bad = int((~np.isfinite(x).all(1)).sum())
+                msg = f"{bad} of {len(x)} embedding rows hold NaN or Inf; re-extract the features they came from"
                 raise SpadeInputError(msg)
             return (x @ self.weight[:, cols] + self.bias[cols]).astype(np.float32)
         if method == "knn":

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from .._validation import SpadeInputError
-from .symbols import harmonise
+from .symbols import canonical, harmonise, unique_names
 
 
 @dataclass(slots=True)
@@ -83,12 +83,12 @@ def intersect_genes(gene_lists: dict, min_genes: int, ensembl: dict | None = Non
     for sid, names in gene_lists.items():
         if isinstance(names, str | Path):
             names = read_gene_names(names)
-        names = list(dict.fromkeys(harmonise(names, ensembl)))
+        names = unique_names(harmonise(names, ensembl))
         if common is None:
             candidate = names
         else:
-            mine = set(names)
-            candidate = [g for g in common if g in mine]
+            mine = {canonical(g) for g in names}
+            candidate = [g for g in common if canonical(g) in mine]
         if len(candidate) >= min_genes:
             kept.append(sid)
             common = candidate

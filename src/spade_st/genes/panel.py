@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .._atomic import atomic_write_json
 from .._validation import SpadeInputError
-from .symbols import harmonise, sum_duplicates
+from .symbols import canonical, check_id_kind, harmonise, sum_duplicates
 
 #: pseudo-gene of a panel: the gene head also gets log1p(the spot's total counts over all genes)
 LIBRARY_SIZE = "__log1p_library_size__"
@@ -53,12 +53,13 @@ class GenePanel:
 
     def transform(self, adata, sample_id: str = "", ensembl: dict | None = None) -> np.ndarray:
         """Gene-head input (n_spots, len(panel)) float32 of one sample's raw counts."""
-        X = sp.csr_matrix(adata.X, dtype=np.float64)
         names = harmonise(adata.var_names, ensembl)
+        check_id_kind(names, [g for g in self.genes if g != LIBRARY_SIZE], f"sample {sample_id or '(unnamed)'}")
+        X = sp.csr_matrix(adata.X, dtype=np.float64)
         X, names = sum_duplicates(X, names)
         lib = np.asarray(X.sum(axis=1)).ravel()
-        pos = {g: i for i, g in enumerate(names)}
-        idx = np.array([pos.get(g, -1) for g in self.genes])
+        pos = {canonical(g): i for i, g in enumerate(names)}
+        idx = np.array([pos.get(canonical(g), -1) for g in self.genes])
         have = idx >= 0
         out = np.zeros((X.shape[0], len(self.genes)), dtype=np.float64)
         out[:, have] = X[:, idx[have]].toarray()
@@ -103,7 +104,8 @@ def sample_hvgs(
     X, names = sum_duplicates(sp.csr_matrix(adata.X, dtype=np.float32), harmonise(adata.var_names, ensembl))
     keep = np.asarray(X.sum(axis=0)).ravel() > 0
     if within is not None:
-        keep &= np.isin(names.astype(str), np.asarray(sorted(within), dtype=str))
+        keys = np.array([canonical(n) for n in names], dtype=str)
+        keep &= np.isin(keys, np.asarray(sorted({canonical(w) for w in within}), dtype=str))
     a = ad.AnnData(X=X[:, keep].astype(np.float32), var=pd.DataFrame(index=pd.Index(names[keep].astype(str))))
     if a.n_obs < 2 or a.n_vars < 2:
         msg = (
@@ -136,11 +138,13 @@ def build_panel(
             raise SpadeInputError(msg) from err
         per[s.id] = genes
         for g in genes:
-            seen.setdefault(g, len(seen))
+            seen.setdefault(canonical(g), g)  # the first spelling of a gene stays its name
     if not seen:
         msg = "no highly variable genes found: are the training samples empty?"
         raise SpadeInputError(msg)
-    return GenePanel(genes=list(seen), mode=mode, n_top=n_top, flavor=flavor, within=len(within or ()), per_sample=per)
+    return GenePanel(
+        genes=list(seen.values()), mode=mode, n_top=n_top, flavor=flavor, within=len(within or ()), per_sample=per
+    )
 
 
 def panel_report(panel: GenePanel) -> pd.DataFrame:

@@ -41,20 +41,56 @@ def match_names(wanted, available) -> list:
 
 
 def harmonise(names, ensembl: dict[str, str] | None = None) -> np.ndarray:
-    """Map names to canonical symbols (Ensembl ids through ``ensembl`` first)."""
+    """Names as symbols, stripped, in their own case (Ensembl ids through ``ensembl`` first); compare them with
+    :func:`canonical`."""
     out = []
     for n in names:
         s = str(n).strip()
         if ensembl and s.upper().startswith("ENS"):
             s = ensembl.get(s.split(".")[0], s)
-        out.append(canonical(s))
+        out.append(s)
     return np.asarray(out, dtype=object)
 
 
+def is_ensembl(name) -> bool:
+    """True for an Ensembl gene id (``ENSG00000141510``, ``ENSMUSG…``, with or without a version)."""
+    n = str(name).strip().upper()
+    return n.startswith("ENS") and any(c.isdigit() for c in n[3:8]) and n.split(".")[0][-6:].isdigit()
+
+
+def check_id_kind(names, panel_genes, source: str) -> None:
+    """Refuse a sample that names its genes by Ensembl id against a panel of symbols (or the reverse): they would
+    match no gene and every column would be zero."""
+    names = list(names)
+    if not names or not panel_genes:
+        return
+    mine = np.mean([is_ensembl(n) for n in names]) > 0.5
+    theirs = np.mean([is_ensembl(g) for g in panel_genes]) > 0.5
+    if mine != theirs:
+        kind, other = ("Ensembl ids", "symbols") if mine else ("symbols", "Ensembl ids")
+        msg = (
+            f"{source} names its genes by {kind} (e.g. {names[0]}) but the gene panel uses {other} (e.g. "
+            f"{panel_genes[0]}); set var_names to {other} (e.g. adata.var_names = adata.var['gene_symbols']) and "
+            "convert it again"
+        )
+        raise SpadeInputError(msg)
+
+
+def unique_names(names) -> list[str]:
+    """Names without repeats by :func:`canonical` (any case), each as first spelled, in first-seen order."""
+    seen = {}
+    for n in names:
+        seen.setdefault(canonical(n), str(n))
+    return list(seen.values())
+
+
 def sum_duplicates(X, names: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Columns with the same (harmonised) name summed; returns (X', unique names in first-seen order)."""
+    """Columns with the same name in any case summed; returns (X', unique names as first spelled, first-seen
+    order)."""
     names = np.asarray(names, dtype=object)
-    uniq, first, inverse = np.unique(names.astype(str), return_index=True, return_inverse=True)
+    keys = np.array([canonical(n) for n in names], dtype=str)
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    uniq = names[first]
     order = np.argsort(first)  # keep first-seen order
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))

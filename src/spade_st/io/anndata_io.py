@@ -112,5 +112,6 @@ def convert_anndata(cfg: AnnDataConfig, progress: bool = True) -> Path:
         meta,
         overwrite=cfg.overwrite,
         source=plain(cfg),
+        coords_fix=f"obsm[{cfg.spatial_key!r}] must be in pixels of --image (full resolution); rescale it first",
         progress=progress,
     )

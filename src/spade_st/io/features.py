@@ -100,6 +100,13 @@ def read_feature_attrs(path: Path | str) -> dict:
         return _attrs(f, _main_key(f, path))
 
 
+def feature_shape(path: Path | str) -> tuple[int, int]:
+    """(rows, width) of a file's feature array, without reading it."""
+    with _open(path) as f:
+        shape = f[_main_key(f, path)].shape
+    return (shape[1], shape[2]) if len(shape) == 3 else (shape[0], shape[1])
+
+
 def read_features(path: Path | str, require_complete: bool = False) -> FeatureSet:
     """Read a feature file (ours, TRIDENT's or HEST's); a truncated or foreign file is a clear error."""
     p = Path(path)
@@ -163,3 +170,48 @@ def is_finished(path: Path, expect: dict, n: int | None = None, dim: int | None 
             return bool(np.isfinite(f[key][: min(shape[0], 4096)]).all())
     except OSError:
         return False
+
+
+#: attributes that say where a file's tiles sit (copied from features to their SPADE embeddings)
+GEOMETRY_ATTRS = (
+    "slide",
+    "patch_size",
+    "patch_size_level0",
+    "pixel_size_um",
+    "level0_pixel_size_um",
+    "level0_magnification",
+    "target_magnification",
+    "pixel_size_source",
+)
+
+
+def is_spade_embedding(attrs: dict) -> bool:
+    """True for a file written by ``spade-st embed`` (its array is ``X_spade``, not encoder features)."""
+    return "model_sha256" in attrs and "n_experts" in attrs
+
+
+def feature_encoder(path: Path | str, attrs: dict, encoder: str | None = None) -> str | None:
+    """The encoder of a feature file: the one it names, else ``encoder`` (the user's flag), else TRIDENT's folder
+    name ``features_<encoder>``; None when nothing says. A flag that contradicts the file is an error."""
+    own = str(attrs.get("encoder") or "") or None
+    if own and encoder and own != encoder:
+        msg = f"{path} holds {own} features, not {encoder}; drop --encoder or pass the {encoder} files"
+        raise SpadeInputError(msg)
+    if own or encoder:
+        return own or encoder
+    parent = Path(path).parent.name
+    return parent.removeprefix("features_") if parent.startswith("features_") and parent != "features_" else None
+
+
+def feature_files(
+    path: Path | str, what: str = "feature files", fix: str = "run `spade-st extract` first"
+) -> list[Path]:
+    """A feature file, or the ``*.h5`` files of a folder (sorted); neither is a clear error."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.h5"))
+        if not files:
+            msg = f"no {what} (*.h5) in folder {p}; {fix}"
+            raise SpadeInputError(msg)
+        return files
+    return [require_file(p, what.removesuffix("s"), fix)]

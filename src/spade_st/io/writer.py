@@ -74,6 +74,10 @@ def _prepare_adata(adata, sid: str):
     return a
 
 
+#: the most a patch may be upsampled from its image (her2st's 2000 px copies are 6.4x; 25 µm/px would be 50x)
+MAX_UPSAMPLING = 10.0
+
+
 def write_sample(
     root: Path | str,
     sample_id: str,
@@ -85,6 +89,7 @@ def write_sample(
     overwrite: bool = False,
     source: dict | None = None,
     progress: bool = True,
+    coords_fix: str = "check --coord-scale / the scale factor, or the image file",
 ) -> Path:
     """Write ``adata`` + its full-resolution H&E ``image`` as sample ``sample_id`` of the HEST root ``root``.
 
@@ -104,6 +109,13 @@ def write_sample(
     """
     sid = check_sample_id(sample_id)
     px = check_pixel_size(pixel_size_um, f"sample {sid}")
+    if px / K.PATCH_PIXEL_SIZE_UM > MAX_UPSAMPLING:
+        msg = (
+            f"sample {sid}: the image has {px:g} µm/px, so a {K.PATCH_PIXEL_SIZE_UM} µm/px patch would be upsampled "
+            f"{px / K.PATCH_PIXEL_SIZE_UM:.0f}x (over {MAX_UPSAMPLING:g}x: a few image pixels per patch); use the "
+            "full-resolution H&E, or check --pixel-size-um"
+        )
+        raise SpadeInputError(msg)
     if px / K.PATCH_PIXEL_SIZE_UM > 2:
         warnings.warn(
             f"sample {sid}: the image has {px:g} µm/px, so its {K.PATCH_PIXEL_SIZE_UM} µm/px patches are upsampled "
@@ -127,7 +139,7 @@ def write_sample(
         msg = (
             f"sample {sid}: {int(out.sum())} of {a.n_obs} spot centres lie outside the {w}x{h} image "
             f"(e.g. {ex} at {a.obsm[K.SPATIAL][out][0].round(1).tolist()}); the coordinates are probably in "
-            "another image's pixels: check --coord-scale / the scale factor, or the image file"
+            f"another image's pixels: {coords_fix}"
         )
         raise SpadeInputError(msg)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._validation import SpadeInputError
-from ._util import categorical_colors, finish, get_ax, plt, robust_limits
+from ._util import categorical_colors, finish, get_ax, new_figure, robust_limits
 
 UNIT = "log1p(counts per 10k)"
 
@@ -33,9 +33,9 @@ def _spacing(xy: np.ndarray) -> float:
     return float(np.median(d[d > 0])) if (d > 0).any() else 10.0
 
 
-def _canvas(ax, img, xy, pad: float):
+def _canvas(ax, img, xy, pad: float, alpha: float = 0.55):
     if img is not None:
-        ax.imshow(img, alpha=0.55)
+        ax.imshow(img, alpha=alpha)
     ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)  # the tissue, not the whole slide
     ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)
     ax.set_aspect("equal")
@@ -46,12 +46,12 @@ def draw_values(ax, xy, values, img=None, size: float | None = None, square: boo
     from matplotlib.collections import EllipseCollection, PolyCollection
 
     size = size or 0.9 * _spacing(xy)
-    _canvas(ax, img, xy, size)
+    _canvas(ax, img, xy, size, alpha=1.0 if square else 0.55)  # tiles are translucent over the full H&E
     vmin, vmax = kw.pop("clim", None) or robust_limits(values)
     if square:
         h = size / 2
         verts = [[(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)] for x, y in xy]
-        art = PolyCollection(verts, cmap=cmap, linewidths=0, alpha=0.85)
+        art = PolyCollection(verts, cmap=cmap, linewidths=0, alpha=0.6)
     else:
         n = len(xy)
         art = EllipseCollection(
@@ -92,8 +92,13 @@ def spatial(
     title: str | None = None,
     cmap: str = "viridis",
     save=None,
+    show_image: bool = True,
+    r_floor: float = K.PREDICTED_R,
 ):
     """One panel per gene or numeric ``obs`` column over the tissue, each on its own colour scale.
+
+    Where ``adata.var`` has ``cv_r`` (predicted expression, :func:`spade_st.tl.predict_expression`), each
+    panel's title gives it, and a gene below ``r_floor`` is marked "not predicted" instead of coloured.
 
     Parameters
     ----------
@@ -107,6 +112,10 @@ def spatial(
         Disc diameter or square side in level-0 px (default: discs of 0.9 x the spacing).
     ncols, title, cmap, save
         Layout, figure title, colour map, file to write.
+    show_image
+        With ``img``: a first panel of the H&E alone, beside the overlays.
+    r_floor
+        Genes whose ``var['cv_r']`` is below it (or NaN) are drawn as "not predicted".
 
     Returns
     -------
@@ -115,20 +124,52 @@ def spatial(
     keys = [color] if isinstance(color, str) else list(color)
     xy = _xy(adata, scale)
     size = (tile_size or spot_size) / scale if (tile_size or spot_size) else None
-    n = len(keys)
+    he = img is not None and show_image
+    n = len(keys) + he
     nc = min(ncols, n)
     nr = -(-n // nc)
-    fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 4.0 * nr), squeeze=False)
-    for ax, key in zip(axes.flat, keys, strict=False):
+    fig, axes = new_figure(nr, nc, figsize=(4.2 * nc, 4.0 * nr), squeeze=False)
+    flat = list(axes.flat)
+    if he:
+        _canvas(flat[0], img, xy, size or 0.9 * _spacing(xy), alpha=1.0)
+        flat[0].set_xticks([])
+        flat[0].set_yticks([])
+        flat[0].set_title("H&E", fontsize=10)
+    for ax, key in zip(flat[he:], keys, strict=False):
         vals, unit = _values(adata, key)
+        r = _cv_r(adata, key)
+        if r is not None and not (np.isfinite(r) and r >= r_floor):
+            _canvas(ax, img, xy, size or 0.9 * _spacing(xy), alpha=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            said = f"CV r {r:.2f} < {r_floor:g}" if np.isfinite(r) else "CV r not measured"
+            ax.text(
+                0.5,
+                0.5,
+                f"not predicted\n({said})",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=10,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.5"},
+            )
+            ax.set_title(f"{key}: not predicted", fontsize=10)
+            continue
         art = draw_values(ax, xy, vals, img, size, square=tile_size is not None, cmap=cmap)
         fig.colorbar(art, ax=ax, shrink=0.7, label=unit)
-        ax.set_title(key, fontsize=10)
-    for ax in list(axes.flat)[n:]:
+        ax.set_title(key if r is None else f"{key} (CV r {r:.2f})", fontsize=10)
+    for ax in flat[n:]:
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
     return finish(fig, save)
+
+
+def _cv_r(adata, key: str) -> float | None:
+    """The head's cross-validated r of gene ``key`` where the AnnData carries it (``var['cv_r']``), else None."""
+    if "cv_r" not in adata.var or key not in adata.var_names:
+        return None
+    return float(adata.var.loc[key, "cv_r"])
 
 
 def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spot_size=None, save=None):
@@ -166,7 +207,7 @@ def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spo
     r = pearson_per_gene(pred, measured)
     xy = _xy(predicted if K.SPATIAL in predicted.obsm else adata[pos], scale)
     size = spot_size / scale if spot_size else None
-    fig, axes = plt.subplots(2, len(genes), figsize=(3.6 * len(genes), 6.6), squeeze=False)
+    fig, axes = new_figure(2, len(genes), figsize=(3.6 * len(genes), 6.6), squeeze=False)
     for j, g in enumerate(genes):
         for row, (vals, lab) in enumerate(((measured[:, j], "measured"), (pred[:, j], f"predicted, r = {r[j]:.2f}"))):
             art = draw_values(axes[row, j], xy, vals, img, size, cmap="magma")

@@ -24,7 +24,7 @@ def _model(model):
     if not isinstance(model, SpadeModel):
         msg = f"model must be a SpadeModel or a model folder, got {type(model).__name__}"
         raise SpadeInputError(msg)
-    return model, None
+    return model, (getattr(model, "source", None) or {}).get("path")
 
 
 def _features(adata, model, features_key):
@@ -41,6 +41,13 @@ def _features(adata, model, features_key):
         msg = (
             f"obsm[{key!r}] has {x.shape[1]} columns; this model takes {model.config.feature_dim}-d "
             f"{model.config.encoder} features (extract them with that encoder)"
+        )
+        raise SpadeInputError(msg)
+    bad = ~np.isfinite(x).all(1)
+    if bad.any():
+        msg = (
+            f"{int(bad.sum())} of {len(x)} rows of obsm[{key!r}] hold NaN or Inf (first: row {int(np.flatnonzero(bad)[0])}); "
+            "re-extract their features, or drop those rows"
         )
         raise SpadeInputError(msg)
     return key, x
@@ -112,11 +119,14 @@ def predict_expression(
 
     Returns
     -------
-    A new AnnData: ``obs`` = the rows, ``var`` = genes, ``X`` = predicted log1p(counts per 10k), float32;
-    ``uns['spade_prediction']`` says how.
+    A new AnnData: ``obs`` = the rows, ``var`` = genes with ``cv_r`` (the head's cross-validated Pearson r on
+    held-out training samples) and ``predicted`` (``cv_r`` >= 0.1), ``X`` = predicted log1p(counts per 10k),
+    float32, clipped at 0; ``uns['spade_prediction']`` says how (model path and sha256, fraction clipped).
     """
     import anndata as ad
     import pandas as pd
+
+    from ..experts.predictor import PREDICTED_R
 
     m, folder = _model(model)
     head = predictor if predictor is not None else m.predictor
@@ -129,20 +139,29 @@ def predict_expression(
     latent = m.embed(x, latent=True) if method == "knn" and m.config.output == "concat" else None
     cols = head.gene_index(genes)
     y = head.predict(z, latent, method=method, genes=genes)
-    out = ad.AnnData(
-        X=y,
-        obs=pd.DataFrame(index=pd.Index(adata.obs_names.astype(str), name=None)),
-        var=pd.DataFrame(index=pd.Index([head.genes[i] for i in cols])),
+    negative = float((y < 0).mean()) if y.size else 0.0
+    y = np.maximum(y, 0.0)  # the target is log1p of counts: below 0 is no expression, not a value
+    r = head.gene_r()[cols]
+    var = pd.DataFrame(
+        {
+            "cv_r": r.astype(np.float32),  # the ridge's r on held-out training samples (NaN: not measured)
+            "predicted": np.isfinite(r) & (r >= PREDICTED_R),
+        },
+        index=pd.Index([head.genes[i] for i in cols]),
     )
+    out = ad.AnnData(X=y, obs=pd.DataFrame(index=pd.Index(adata.obs_names.astype(str), name=None)), var=var)
     if K.SPATIAL in adata.obsm:
         out.obsm[K.SPATIAL] = np.asarray(adata.obsm[K.SPATIAL])
     out.uns["spade_prediction"] = {
         "method": method,
         "target": head.target,
         "model": folder or "",
+        "model_sha256": (getattr(m, "source", None) or {}).get("sha256", ""),
         "features_key": key,
         "encoder": m.config.encoder,
         "fitted_on": json.dumps(head.info, sort_keys=True),
+        "clipped_below_0": negative,  # fraction of values that were negative and set to 0
+        "cv_r_floor": PREDICTED_R,
         "version": __version__,
     }
     return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._atomic import atomic_path
-from .._validation import DataWarning, SpadeInputError, require_file
+from .._validation import DataWarning, SpadeInputError
 
 
 def _tile_side(attrs: dict, level0_um: float | None) -> float | None:
@@ -35,8 +35,11 @@ def _tile_side(attrs: dict, level0_um: float | None) -> float | None:
 
 
 def _file_encoder(path, attrs: dict, encoder: str | None) -> str:
-    """``encoder``, else the encoder the file names; a file that names none (TRIDENT's) needs ``encoder``."""
-    enc = encoder or str(attrs.get("encoder") or "") or None
+    """The file's encoder (:func:`~spade_st.io.features.feature_encoder`); a file nothing names it for needs
+    ``encoder``."""
+    from ..io.features import feature_encoder
+
+    enc = feature_encoder(path, attrs, encoder)
     if enc is None:
         msg = f"{path} does not name its encoder (TRIDENT files do not); pass --encoder NAME (encoder= in Python)"
         raise SpadeInputError(msg)
@@ -44,7 +47,7 @@ def _file_encoder(path, attrs: dict, encoder: str | None) -> str:
 
 
 def read_features(path, encoder: str | None = None, level0_um: float | None = None):
-    """A feature file (ours or TRIDENT's) as AnnData.
+    """A feature file (ours or TRIDENT's) or a SPADE embedding file (``spade-st embed``) as AnnData.
 
     Parameters
     ----------
@@ -57,19 +60,27 @@ def read_features(path, encoder: str | None = None, level0_um: float | None = No
 
     Returns
     -------
-    anndata.AnnData: ``obsm['X_<encoder>']``, ``obsm['spatial']`` (tile centres, level-0 px), obs names = the
-    file's barcodes (spots) or ``tile_<i>``, ``uns['spade']`` (source, encoder, tile_size in level-0 px, spots).
+    anndata.AnnData: ``obsm['X_<encoder>']`` (``obsm['X_spade']`` for an embedding file, with
+    ``obsm['spade_expert_weights']``), ``obsm['spatial']`` (tile centres, level-0 px), ``obs['tissue_fraction']``
+    where the file has it, obs names = the file's barcodes (spots) or ``tile_<i>``, ``uns['spade']`` (source,
+    encoder, tile_size in level-0 px, spots).
     """
     import anndata as ad
     import pandas as pd
 
+    from ..io.features import is_spade_embedding
     from ..io.features import read_features as read_file
 
     fs = read_file(path)
     enc = _file_encoder(path, fs.attrs, encoder)
     names = fs.barcode.astype(str) if fs.barcode is not None else np.array([f"tile_{i}" for i in range(len(fs))])
     a = ad.AnnData(obs=pd.DataFrame(index=pd.Index(names)))
-    a.obsm[K.features_key(enc)] = np.asarray(fs.features, np.float32)
+    spade = is_spade_embedding(fs.attrs)
+    a.obsm[K.SPADE if spade else K.features_key(enc)] = np.asarray(fs.features, np.float32)
+    if spade and "expert_weights" in fs.arrays:
+        a.obsm["spade_expert_weights"] = np.asarray(fs.arrays["expert_weights"], np.float32)
+    if "tissue_fraction" in fs.arrays and len(fs.arrays["tissue_fraction"]) == len(fs):
+        a.obs["tissue_fraction"] = np.asarray(fs.arrays["tissue_fraction"], np.float32)
     side = _tile_side(fs.attrs, level0_um)
     if fs.coords is not None:
         c = np.asarray(fs.coords, np.float64).reshape(len(fs), -1)[:, :2]
@@ -81,6 +92,8 @@ def read_features(path, encoder: str | None = None, level0_um: float | None = No
                 stacklevel=2,
             )
         a.obsm[K.SPATIAL] = c + (side / 2 if side else 0.0)
+        if side:
+            a.obs["tile_size"] = np.float32(side)
     a.uns[K.UNS] = {"source": str(path), "encoder": enc, "tile_size": side or 0.0, "spots": fs.barcode is not None}
     return a
 
@@ -94,11 +107,12 @@ class PredictConfig:
     out: Path
     wsi: list[Path] | None = None  #: slides for the maps, matched to feature files by file stem
     encoder: str | None = None  #: the files' encoder when they do not name it (TRIDENT's)
-    genes: list[str] | None = None  #: default: every gene of the head in the h5ad, the 4 most variable in the PNG
+    genes: list[str] | None = None  #: default: every gene of the head in the h5ad, its best-predicted in the PNG
     method: str = "ridge"
     pixel_size_um: float | None = None  #: level-0 µm/px of slides that carry none
     data: Path | None = None  #: HEST root: compare with measured expression where a slide is one of its samples
     allow_train_overlap: bool = False  #: with ``data``: also score slides the model or head trained on
+    organ: str | None = None  #: the slides' organ, checked against the head's training organs
     n_maps: int = 4
     progress: bool = True
 
@@ -118,11 +132,74 @@ def _measured_r(root: Path, sid: str, pred) -> float | None:
     return mean_pearson(np.asarray(pred.X), expression_target(s.adata, list(pred.var_names))[pos])
 
 
+def _check_file(f: Path, model, encoder: str | None) -> None:
+    """One feature file, read whole, against the model: encoder (named), width, rows, finiteness."""
+    from ..experts.embed import check_feature_file, check_finite
+    from ..io.features import read_feature_attrs
+    from ..io.features import read_features as read_file
+
+    check_feature_file(f, model, _file_encoder(f, read_feature_attrs(f), encoder))
+    fs = read_file(f)
+    if len(fs) == 0:
+        msg = f"{f} has no tiles (a blank slide?); re-extract it with `spade-st extract-wsi`, or leave it out"
+        raise SpadeInputError(msg)
+    check_finite(fs, f)
+
+
+def _organ_caveat(head, stems: list[str], organ: str | None, table) -> None:
+    """One warning when a slide's organ is not among the head's training organs, or nothing says what it is."""
+    trained = [o.lower() for o in head.info.get("organs", [])]
+    if not trained:
+        return
+    known = {}
+    if table is not None and "organ" in table.columns:
+        known = {
+            s: str(table.loc[s, "organ"]) for s in stems if s in table.index and isinstance(table.loc[s, "organ"], str)
+        }
+    if organ:
+        known = dict.fromkeys(stems, organ) | known
+    said = "/".join(head.info["organs"])
+    off = sorted({f"{s} ({o})" for s, o in known.items() if o.lower() not in trained})
+    if off:
+        warnings.warn(
+            f"the expression head was fitted on {said} only; {', '.join(off)} is another tissue: its maps there "
+            "are extrapolations",
+            DataWarning,
+            stacklevel=3,
+        )
+    elif len(known) < len(stems):
+        warnings.warn(
+            f"the expression head was fitted on {said}; pass --organ to check the slides against it (on other "
+            "tissues its maps are extrapolations)",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def _scanpy_spatial(pred, stem: str, thumb: np.ndarray, scale: float, side: float | None) -> None:
+    """``uns['spatial'][stem]`` in scanpy's layout: the thumbnail as the hires image, its scale factor."""
+    pred.uns["spatial"] = {
+        stem: {
+            "images": {"hires": thumb},
+            "scalefactors": {
+                "tissue_hires_scalef": 1.0 / scale,
+                "spot_diameter_fullres": float(side or 1.0),
+            },
+            "metadata": {"source": "spade-st predict"},
+        }
+    }
+
+
 def predict_slides(cfg: PredictConfig) -> list[Path]:
     """Predicted expression of every tile/spot of each feature file -> ``OUT/<stem>.h5ad`` and
-    ``OUT/<stem>_expression.png`` (over the slide's thumbnail when ``wsi`` has it). Checks everything first."""
+    ``OUT/<stem>_expression.png`` (over the slide's thumbnail when ``wsi`` has it). Checks everything first.
+
+    ``cfg.features`` may name files or folders of them. The maps show the genes the head predicts best (its
+    cross-validated r) unless ``cfg.genes`` names them; genes under r = 0.1 are marked "not predicted".
+    """
     from ..experts.model import SpadeModel
     from ..experts.predictor import ExpressionPredictor
+    from ..io.features import feature_files
     from ..io.wsi import open_wsi
     from ..pl import spatial
     from ._embed import predict_expression
@@ -130,25 +207,20 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     model = SpadeModel.from_pretrained(cfg.model)
     head = model.predictor or ExpressionPredictor.load(cfg.model)  # no head: the error says how to add one
     head.gene_index(cfg.genes)  # unknown genes refused before any work
-    files = [Path(f) for f in cfg.features]
+    fix = "make them with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)"
+    files = [f for p in cfg.features for f in feature_files(p, "feature files", fix)]
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
         msg = f"feature files with the same name would overwrite each other's outputs: {sorted(stems)}; rename them"
         raise SpadeInputError(msg)
-    from ..io.features import read_feature_attrs
-
-    for f in files:  # every file checked (attributes only) before anything is written
-        require_file(f, "feature file", "make it with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)")
-        enc = _file_encoder(f, read_feature_attrs(f), cfg.encoder)  # also refuses a file without a feature array
-        if enc != model.config.encoder:
-            msg = f"{f} holds {enc} features; the model takes {model.config.encoder} (extract with that encoder)"
-            raise SpadeInputError(msg)
+    for f in files:  # every file checked before anything is written
+        _check_file(f, model, cfg.encoder)
     slides = {Path(w).stem: Path(w) for w in (cfg.wsi or [])}
-    unknown = sorted(set(slides) - {f.stem for f in files})
+    unknown = sorted(set(slides) - set(stems))
     if unknown:
-        msg = f"--wsi {unknown} match no feature file by name (stems: {[f.stem for f in files]})"
+        msg = f"--wsi {unknown} match no feature file by name (stems: {stems})"
         raise SpadeInputError(msg)
-    leaks = {}
+    leaks, table = {}, None
     if cfg.data:  # the leakage guard: measured-vs-predicted r only for slides the model never trained on
         from ..eval.leakage import check_no_overlap, model_training_samples, overlap
         from ..io.layout import read_metadata
@@ -167,15 +239,27 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
         leaks = {s: "the head was fitted on it" for s in head_seen} | leaks.get("--model", {})  # the model's first
         # a held-out section of a training patient is a within-patient figure: said, not refused
         leaks = {s: why for s, why in overlap(trained, scored, table).items() if s not in leaks} | leaks
+    wsis = {stem: open_wsi(path, pixel_size_um=cfg.pixel_size_um) for stem, path in slides.items()}  # checked now
+    _organ_caveat(head, stems, cfg.organ, table)
+    best = head.best_genes(cfg.n_maps)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for f in files:
-        wsi = open_wsi(slides[f.stem], pixel_size_um=cfg.pixel_size_um) if f.stem in slides else None
+        wsi = wsis.get(f.stem)
         level0 = wsi.pixel_size_um if wsi is not None and wsi.has_pixel_size else None
         adata = read_features(f, encoder=cfg.encoder, level0_um=level0)
         pred = predict_expression(adata, model, cfg.genes, method=cfg.method, predictor=head)
+        pred.obs = adata.obs.copy()
         pred.uns["spade_prediction"]["features"] = str(f)
+        side = adata.uns[K.UNS]["tile_size"] or None
+        thumb, scale = None, 1.0
+        if wsi is not None:
+            thumb = wsi.get_thumbnail(1200)
+            scale = wsi.dimensions[0] / thumb.shape[1]
+            wsi.close()
+            if K.SPATIAL in pred.obsm:
+                _scanpy_spatial(pred, f.stem, thumb, scale, side)
         dst = out / f"{f.stem}.h5ad"
         with atomic_path(dst) as tmp:
             pred.write_h5ad(tmp)
@@ -189,25 +273,19 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
             extra = f"; mean Pearson r vs measured over {pred.n_vars} genes: {r:.3f}{seen}" if r is not None else ""
             print(f"predict: {f.stem}: {pred.n_obs} tiles x {pred.n_vars} genes -> {dst}{extra}", file=sys.stderr)
         if K.SPATIAL not in pred.obsm:
-            if wsi is not None:
-                wsi.close()
             continue
-        order = np.argsort(-np.asarray(pred.X).var(0))
-        show = list(pred.var_names if cfg.genes else pred.var_names[order[: cfg.n_maps]])
-        thumb, scale = None, 1.0
-        if wsi is not None:
-            thumb = wsi.get_thumbnail(1200)
-            scale = wsi.dimensions[0] / thumb.shape[1]
-            wsi.close()
-        side = adata.uns[K.UNS]["tile_size"] or None
-        spots = adata.uns[K.UNS]["spots"]
+        mapped = list(pred.var_names) if cfg.genes else best
+        if cfg.progress:
+            r_of = dict(zip(pred.var_names, pred.var["cv_r"], strict=True))
+            said = ", ".join(f"{g} (CV r {r_of[g]:.2f})" if np.isfinite(r_of[g]) else g for g in mapped[:8])
+            print(f"predict: {f.stem}: mapped {said} -> {f.stem}_expression.png", file=sys.stderr)
         spatial(
             pred,
-            show,
+            mapped,
             img=thumb,
             scale=scale,
-            tile_size=None if spots else side,
-            title=f"{f.stem}: predicted expression ({cfg.method}, {model.config.encoder} + SPADE)",
+            tile_size=None if adata.uns[K.UNS]["spots"] else side,
+            title=f"{f.stem}: predicted expression ({cfg.method}, {model.config.encoder} + SPADE; CV r per panel)",
             save=out / f"{f.stem}_expression.png",
         )
         written.append(out / f"{f.stem}_expression.png")

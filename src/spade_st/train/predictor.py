@@ -17,7 +17,8 @@ from .._progress import progress as tqdm
 from .._validation import SpadeInputError
 from ..experts.predictor import ExpressionPredictor
 from ..genes import LIBRARY_SIZE, canonical, expression_target
-from ..genes.ridge import choose_alpha, ridge_weights
+from ..genes.ridge import ridge_weights, search_alpha
+from ..genes.symbols import unique_names
 
 
 def _cv_groups(samples: np.ndarray, coords: np.ndarray, n_strips: int = 5, max_groups: int = 10) -> np.ndarray:
@@ -67,7 +68,8 @@ def fit_predictor(
     z = model.embed(x)
     zl = z if model.config.output != "concat" else model.embed(x, latent=True)
     groups = _cv_groups(sid, xy)
-    alpha = choose_alpha(z, y, groups)
+    found = search_alpha(z, y, groups, criterion="mse")  # calibrated values: the maps show them
+    alpha = found.alpha
     w, b = ridge_weights(z, y, alpha)
     p = int(min(n_prototypes, max(1, len(zl) // 5)))
     keys = kmeans(zl, p, seed=seed, niter=25, nredo=1, backend="sklearn" if len(zl) < 5000 else "auto")
@@ -77,14 +79,50 @@ def fit_predictor(
     info = {
         "alpha": alpha,
         "alpha_cv": "leave-samples-out CV" if len(np.unique(sid)) >= 2 else "5 vertical strips of the one sample",
+        "alpha_criterion": "held-out mean squared error",
+        "alpha_grid": [float(found.alphas[0]), float(found.alphas[-1])],
+        "alpha_widened": found.widened,
+        "alpha_at_edge": bool(found.at_edge),
         "spots": len(x),
         "samples": sorted(set(map(str, sid))),
         "prototypes": int(filled.sum()),
         "encoder": model.config.encoder,
         "model_sha256": model_sha256,
     }
+    cv_r = [None if not np.isfinite(v) else round(float(v), 6) for v in found.gene_r]
     return ExpressionPredictor(
-        genes=list(genes), weight=w, bias=b, keys=keys[filled], values=values, k=min(k, int(filled.sum())), info=info
+        genes=list(genes),
+        weight=w,
+        bias=b,
+        keys=keys[filled],
+        values=values,
+        k=min(k, int(filled.sum())),
+        info=info,
+        cv_r=cv_r,
+    )
+
+
+def describe_head(head: ExpressionPredictor) -> str:
+    """One line on how a head was fitted and how well it predicts (its cross-validated per-gene r)."""
+    from ..experts.predictor import PREDICTED_R
+
+    i = head.info
+    r = head.gene_r()
+    ok = r[np.isfinite(r)]
+    edge = ""
+    if i.get("alpha_at_edge"):
+        lo, hi = i.get("alpha_grid", [np.nan, np.nan])
+        edge = f", at the edge of the widened grid {lo:g}-{hi:g} (the embedding predicts these genes little)"
+    elif i.get("alpha_widened"):
+        edge = f", grid widened {i['alpha_widened']}"
+    quality = (
+        f"; CV r median {np.median(ok):.3f}, {int((ok >= PREDICTED_R).sum())}/{len(r)} genes >= {PREDICTED_R}"
+        if len(ok)
+        else "; no gene varies in the held-out samples"
+    )
+    return (
+        f"expression head: {len(head.genes)} genes, ridge alpha {i['alpha']:g} ({i['alpha_cv']}{edge}), "
+        f"{i['prototypes']} prototypes from {i['spots']} spots{quality}"
     )
 
 
@@ -127,7 +165,7 @@ def fit_predictor_from_root(
     if not ids:
         msg = "the model records no training samples; pass the sample ids to fit the expression head on (--ids)"
         raise SpadeInputError(msg)
-    genes = [canonical(g) for g in (genes or model.config.genes) if g != LIBRARY_SIZE]
+    genes = unique_names(str(g).strip() for g in (genes or model.config.genes) if g != LIBRARY_SIZE)
     features = Path(features)
     missing = [i for i in ids if not (features / f"{i}.h5").is_file()]
     if missing:
@@ -135,7 +173,7 @@ def fit_predictor_from_root(
         raise FileNotFoundError(msg)
     chosen = read_hest(root, ids=ids) if samples is None else [s for s in samples if s.id in set(ids)]
     present = set().union(*({canonical(v) for v in s.adata.var_names} for s in chosen))
-    absent = [g for g in genes if g not in present]
+    absent = [g for g in genes if canonical(g) not in present]
     if absent:
         msg = f"gene(s) {absent[:5]} are in none of the samples {ids[:5]}; check the names (symbols, any case)"
         raise SpadeInputError(msg)
@@ -152,10 +190,7 @@ def fit_predictor_from_root(
         ys.append(expression_target(s.adata[pos[rows]], genes))
         cs.append(np.asarray(s.adata.obsm["spatial"], np.float64)[pos[rows]])
     head = fit_predictor(model, xs, ys, cs, [s.id for s in chosen], genes, max_spots=max_spots, seed=seed, **kwargs)
+    head.info["organs"] = sorted({o for s in chosen if isinstance(o := s.meta.get("organ"), str) and o.strip()})
     if progress:
-        print(
-            f"expression head: {len(genes)} genes, ridge alpha {head.info['alpha']:g} "
-            f"({head.info['alpha_cv']}), {head.info['prototypes']} prototypes from {head.info['spots']} spots",
-            file=sys.stderr,
-        )
+        print(describe_head(head), file=sys.stderr)
     return head
