@@ -237,3 +237,33 @@ def test_a_file_without_features_is_refused_by_its_attributes_alone(tmp_path):
         f.attrs["encoder"] = "uni"
     with pytest.raises(SpadeInputError, match="is it a feature file"):
         read_feature_attrs(p)
+
+
+def test_check_flags_coarse_images_and_exits_1(tmp_path, capsys):
+    """A 6x upsampled sample is listed with a warning; a sample whose pixel size says otherwise is not "OK"."""
+    r = tmp_path / "r"
+    write_sample(r, "S1", _adata(), IMG, 0.5, SampleMeta(organ="Breast"), progress=False)
+    with pytest.warns(UserWarning, match="upsampled 6.4x"):
+        write_sample(r, "S2", _adata(seed=1), IMG, 3.2, SampleMeta(organ="Breast"), progress=False)
+    assert main(["check", "--data", str(r)]) == 0
+    out = capsys.readouterr().out
+    assert "S1\t" in out and "warning: patches upsampled 6.4x" in out and "2 sample(s) OK, 0 with problems" in out
+    meta = r / "metadata.csv"
+    table = pd.read_csv(meta, dtype=str)
+    table.loc[table["id"] == "S2", ["pixel_size_um_estimated", "pixel_size_um_embedded"]] = "25"  # a 25 µm/px table
+    table.to_csv(meta, index=False)
+    assert main(["check", "--data", str(r)]) == 1
+    assert "PROBLEM: patches upsampled 50x" in capsys.readouterr().out
+
+
+def test_convert_anndata_names_its_own_coordinate_fix(tmp_path, capsys):
+    from PIL import Image
+
+    a = _adata()
+    a.obsm["spatial"] = a.obsm["spatial"] * 4  # coordinates of a 4x larger image
+    a.write_h5ad(tmp_path / "a.h5ad")
+    Image.fromarray(IMG).save(tmp_path / "he.png")
+    args = ["convert", "anndata", "--adata", str(tmp_path / "a.h5ad"), "--image", str(tmp_path / "he.png")]
+    assert main([*args, "--sample-id", "S1", "--pixel-size-um", "0.5", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "outside the 500x500 image" in err and "--coord-scale" not in err and "obsm['spatial']" in err
