@@ -184,23 +184,40 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_fit_predictor(args) -> int:
+    from ._validation import SpadeInputError
+    from .encoders.weights import sha256_file
     from .experts.model import SpadeModel
+    from .experts.predictor import ExpressionPredictor
+    from .genes.symbols import unique_names
     from .io.runs import ModelLayout
     from .train.predictor import fit_predictor_from_root
 
-    model = SpadeModel.from_pretrained(args.model)
-    from .encoders.weights import sha256_file
-
+    model = SpadeModel.from_pretrained(args.model, load_head=False)  # a stale head (another model) is refitted
+    old = None
+    if ModelLayout(args.model).head_config.is_file():
+        try:
+            old = ExpressionPredictor.load(args.model)
+        except SpadeInputError:  # half-rewritten: replaced, not extended
+            old = None
+    genes, said = args.genes, ""
+    if args.genes and old is not None and not args.replace:
+        genes = unique_names([*old.genes, *args.genes])  # the head's genes plus the new ones, refitted together
+        added = len(genes) - len(old.genes)
+        said = (
+            f"{added} gene(s) added to the head's {len(old.genes)}" if added else "no new gene: the same panel refitted"
+        )
+    elif args.genes and old is not None:
+        said = f"replaces the head's {len(old.genes)} genes (--replace)"
     head = fit_predictor_from_root(
         model,
         args.data,
         args.features,
         args.ids,
-        args.genes,
+        genes,
         model_sha256=sha256_file(ModelLayout(args.model).weights),
     )
     head.save(args.model)
-    echo(f"expression head ({len(head.genes)} genes) written to {args.model}")
+    echo(f"expression head ({len(head.genes)} genes{'; ' + said if said else ''}) written to {args.model}")
     return 0
 
 

@@ -51,7 +51,10 @@ def rank0_print(*args, **kwargs) -> None:
 
 
 def init_distributed(device: str | None = None) -> DistInfo:
-    """Read torchrun's environment and initialise the process group once (no-op for one process)."""
+    """Read torchrun's environment and initialise the process group once (no-op for one process); a ``device``
+    torch cannot use here is a one-line error first."""
+    if device is not None:
+        check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -74,9 +77,36 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def check_device(device: str) -> str:
+    """A ``--device`` value torch can use here (``cpu``, ``cuda``, ``cuda:N``, ``mps``); else a one-line error."""
+    import re
+
+    from ._validation import SpadeInputError
+
+    d = str(device).strip().lower()
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d):
+        msg = (
+            f"--device {device!r} is not a device: use cpu, cuda or cuda:N (or leave it out: CUDA if visible, else CPU)"
+        )
+        raise SpadeInputError(msg)
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            msg = f"--device {device}: no CUDA GPU is visible to torch here; use --device cpu, or leave --device out"
+            raise SpadeInputError(msg)
+        n = torch.cuda.device_count()
+        if ":" in d and int(d.split(":")[1]) >= n:
+            msg = f"--device {device}: only {n} CUDA device(s) are visible (cuda:0 to cuda:{n - 1})"
+            raise SpadeInputError(msg)
+    if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        msg = "--device mps: Apple's MPS backend is not available here; use --device cpu"
+        raise SpadeInputError(msg)
+    return d
+
+
 def default_device(info: DistInfo, device: str | None) -> str:
+    """``device`` (checked), else ``cuda:<local rank>`` when CUDA is visible, else ``cpu``."""
     if device is not None:
-        return device
+        return check_device(device)
     if torch.cuda.is_available():
         return f"cuda:{info.local_rank}"
     return "cpu"

@@ -36,7 +36,8 @@ ABOUT = {
     ),
     "convert anndata": (
         "Write an .h5ad with raw counts and spot centres, and its H&E image, as a HEST-layout sample.",
-        "spade-st convert anndata --adata S1.h5ad --image S1.tif --sample-id S1 --pixel-size-um 0.5 --out HEST_ROOT",
+        "spade-st convert anndata --adata S1.h5ad --image S1.tif --sample-id S1 --species 'Homo sapiens' "
+        "--pixel-size-um 0.5 --out HEST_ROOT",
     ),
     "demo-data": (
         "Write the built-in synthetic dataset (a few samples over three organs) in the HEST layout.",

@@ -98,6 +98,11 @@ def _add_convert(sub) -> None:
     a.add_argument("--layer", help="take raw counts from this layer ('raw' for adata.raw; default: X)" + NO_DEFAULT)
     a.add_argument("--spatial-key", default="spatial", help="obsm key of the spot centres (x, y in --image pixels)")
     a.add_argument("--organ", default="unknown", help="organ recorded in the sample metadata")
+    a.add_argument(
+        "--species",
+        help="species recorded in the metadata, e.g. 'Homo sapiens' (default: the AnnData's uns/obs 'species' or "
+        "'organism'; required when it has none)" + NO_DEFAULT,
+    )
     a.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
     a.add_argument("--st-technology", default="unknown", help="ST technology recorded in the metadata, e.g. Visium")
     a.add_argument(
@@ -370,7 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--data", type=Path, required=True, help="HEST root with the samples' counts")
     fp.add_argument("--features", type=Path, required=True, help="FEATS/<encoder> of those samples")
     fp.add_argument("--ids", nargs="+", help="samples to fit on (default: the model's training samples)" + NO_DEFAULT)
-    fp.add_argument("--genes", nargs="+", help="genes of the head (default: the model's gene panel)" + NO_DEFAULT)
+    fp.add_argument(
+        "--genes",
+        nargs="+",
+        help="genes to add to the model's head (all refitted together; default: the model's gene panel)" + NO_DEFAULT,
+    )
+    fp.add_argument("--replace", action="store_true", help="with --genes: a head of exactly these genes instead")
     ev = sub.add_parser("evaluate", help="run a task manifest (YAML) over its embedding sources", **about("evaluate"))
     ev.add_argument("task", type=Path, help="task manifest YAML (e.g. configs/tasks/*.yaml)")
     ev.add_argument("--out", type=Path, required=True, help="writes OUT/results.csv, results_long.csv, results.md")

@@ -264,6 +264,21 @@ def test_convert_anndata_names_its_own_coordinate_fix(tmp_path, capsys):
     a.write_h5ad(tmp_path / "a.h5ad")
     Image.fromarray(IMG).save(tmp_path / "he.png")
     args = ["convert", "anndata", "--adata", str(tmp_path / "a.h5ad"), "--image", str(tmp_path / "he.png")]
-    assert main([*args, "--sample-id", "S1", "--pixel-size-um", "0.5", "--out", str(tmp_path / "r")]) == 1
+    assert (
+        main(
+            [
+                *args,
+                "--sample-id",
+                "S1",
+                "--species",
+                "Homo sapiens",
+                "--pixel-size-um",
+                "0.5",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "outside the 500x500 image" in err and "--coord-scale" not in err and "obsm['spatial']" in err

@@ -140,12 +140,16 @@ def test_anndata_converter_refuses_lognormalised_then_takes_layer(tmp_path, crop
         "--out",
         str(out),
     ]
+    assert main([*base, "--layer", "counts"]) == 1  # the mouse crop does not say its species
+    assert "pass --species" in capsys.readouterr().err and not (out / "metadata.csv").exists()
+    base += ["--species", "Mus musculus"]
     assert main(base) == 1
     err = capsys.readouterr().err
     assert "not integers" in err and "--layer" in err
     assert not (out / "metadata.csv").exists()
     assert main([*base, "--layer", "counts"]) == 0
     (s,) = read_hest(out)
+    assert s.meta["species"] == "Mus musculus"
     np.testing.assert_array_equal(np.asarray(s.adata.X.todense()), counts)
     # pixel size inferred from uns['spatial'] scalefactors (55 µm spot)
     diam = next(iter(a.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"]

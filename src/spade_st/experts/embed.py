@@ -10,7 +10,7 @@ import numpy as np
 from .. import __version__
 from .. import _keys as K
 from .._atomic import atomic_path, plain
-from .._dist import DistInfo, default_device
+from .._dist import barrier, default_device, init_distributed, shard
 from .._progress import progress as tqdm
 from .._validation import SpadeInputError, require_file
 from ..io.features import (
@@ -26,6 +26,7 @@ from ..io.features import (
 )
 from ..io.runs import ModelLayout
 from .model import SpadeModel
+from .router import check_topk
 
 
 @dataclass
@@ -48,8 +49,14 @@ class EmbedConfig:
 
 
 def embed_features(cfg: EmbedConfig) -> list[Path]:
-    """Embed ``cfg.features/*.h5`` with the model; writes ``cfg.out/<id>.h5`` (embeddings, expert_weights, barcode)."""
-    model = SpadeModel.from_pretrained(cfg.model, device=default_device(DistInfo(), cfg.device))
+    """Embed ``cfg.features/*.h5`` with the model; writes ``cfg.out/<id>.h5`` (embeddings, expert_weights, barcode).
+
+    Under torchrun the files are shared round-robin over the ranks (each written by one); every rank checks every
+    file first, and rank 0 writes ``embed_config.json`` once all are done. Returns every output path.
+    """
+    info = init_distributed(cfg.device)
+    model = SpadeModel.from_pretrained(cfg.model, device=default_device(info, cfg.device))
+    check_topk(cfg.topk, model.config.n_experts)
     files = feature_files(cfg.features, "feature files", "run `spade-st extract` (or extract-wsi) first")
     if cfg.ids is not None:
         if not Path(cfg.features).is_dir():
@@ -71,10 +78,9 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
         "topk": cfg.topk if cfg.topk else 0,
         "tau_r": float(cfg.tau_r if cfg.tau_r is not None else model.config.tau_r),
     }
-    written = []
-    for f in tqdm(files, desc="embed", unit="file", disable=not cfg.progress):
+    written = [out / f.name for f in files]
+    for f in tqdm(shard(files, info), desc="embed", unit="file", disable=not cfg.progress or info.rank != 0):
         dst = out / f.name
-        written.append(dst)
         fs = read_features(f, require_complete=False)
         if not cfg.overwrite and is_finished(dst, expect, n=len(fs), dim=model.config.out_dim, key="embeddings"):
             emb = None
@@ -101,6 +107,8 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
                         "embed_dim": model.config.out_dim,
                         "n_experts": model.config.n_experts,
                         "spade_st_version": __version__,
+                        "rank": info.rank,
+                        "world_size": info.world_size,
                         "source_features": str(f),
                     }
                     | {k: fs.attrs[k] for k in GEOMETRY_ATTRS if k in fs.attrs},
@@ -110,7 +118,9 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
             )
         if cfg.adata:
             _put_in_adata(Path(cfg.data), f.stem, dst, model, out / f"{f.stem}.h5ad")
-    atomic_write_json(out / "embed_config.json", plain(cfg) | expect)
+    barrier(info)
+    if info.rank == 0:
+        atomic_write_json(out / "embed_config.json", plain(cfg) | expect)
     return written
 
 

@@ -232,8 +232,11 @@ class SpadeModel(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: Path | str, device: str | torch.device = "cpu") -> SpadeModel:
-        """Load a model folder; any missing, unexpected or mis-shaped tensor is an error."""
+    def from_pretrained(
+        cls, folder: Path | str, device: str | torch.device = "cpu", load_head: bool = True
+    ) -> SpadeModel:
+        """Load a model folder; any missing, unexpected or mis-shaped tensor is an error. ``load_head=False`` leaves
+        its expression head unread (``fit-predictor`` replacing a stale one)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -280,7 +283,7 @@ class SpadeModel(nn.Module):
 
         model.source = {"path": str(folder), "sha256": sha256_file(w_path)}  # named in what it writes
 
-        if (folder / head.CONFIG).is_file():
+        if load_head and (folder / head.CONFIG).is_file():
             model.predictor = head.ExpressionPredictor.load(folder)
             fitted_for = model.predictor.info.get("model_sha256")
             if fitted_for and fitted_for != model.source["sha256"]:

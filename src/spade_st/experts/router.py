@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._validation import SpadeInputError
+
 _CPU_BLOCK = {False: 256, True: 1024}  #: rows per block on CPU, dense / sparse (fastest on a 2-core machine)
 _PAD_ROWS = 512  #: padding rows the grouped sparse path may add before the per-expert loop is cheaper
 
@@ -21,6 +23,16 @@ def centroid_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor
     return d2.add_((x * x).sum(1, keepdim=True)).clamp_(min=0).sqrt_()
 
 
+def check_topk(topk: int | None, n_experts: int) -> int | None:
+    """``topk`` for a model of ``n_experts`` experts: None (all) or 1..n_experts; anything else is an error."""
+    if topk is None:
+        return None
+    if isinstance(topk, bool) or int(topk) != topk or not 1 <= int(topk) <= n_experts:
+        msg = f"--topk {topk}: this model has {n_experts} expert(s); give 1 to {n_experts} (or leave it out: all)"
+        raise SpadeInputError(msg)
+    return int(topk)
+
+
 def route_weights(
     x: torch.Tensor,
     centroids: torch.Tensor,
@@ -30,6 +42,7 @@ def route_weights(
     topk: int | None = None,
 ) -> torch.Tensor:
     """Expert weights α (N, E) of features ``x`` (N, D); rows sum to 1."""
+    topk = check_topk(topk, n_experts)
     if x.shape[-1] != centroids.shape[-1]:
         msg = f"features have dimension {x.shape[-1]}, the model routes {centroids.shape[-1]}-d features"
         raise ValueError(msg)

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .._atomic import atomic_write_json
 from .._validation import SpadeInputError
-from .symbols import canonical, check_id_kind, harmonise, sum_duplicates
+from .symbols import canonical, check_id_kind, check_one_id_kind, harmonise, sum_duplicates
 
 #: pseudo-gene of a panel: the gene head also gets log1p(the spot's total counts over all genes)
 LIBRARY_SIZE = "__log1p_library_size__"
@@ -142,6 +142,7 @@ def build_panel(
     if not seen:
         msg = "no highly variable genes found: are the training samples empty?"
         raise SpadeInputError(msg)
+    check_one_id_kind(seen.values(), "the gene panel (the union of the samples' top genes)")
     return GenePanel(
         genes=list(seen.values()), mode=mode, n_top=n_top, flavor=flavor, within=len(within or ()), per_sample=per
     )

@@ -76,6 +76,20 @@ def check_id_kind(names, panel_genes, source: str) -> None:
         raise SpadeInputError(msg)
 
 
+def check_one_id_kind(names, source: str) -> None:
+    """Refuse a gene list that mixes Ensembl ids and symbols (the same gene would be two unrelated columns)."""
+    names = list(names)
+    ens = [n for n in names if is_ensembl(n)]
+    if ens and len(ens) < len(names):
+        sym = next(n for n in names if not is_ensembl(n))
+        msg = (
+            f"{source} mixes {len(ens)} Ensembl ids (e.g. {ens[0]}) with {len(names) - len(ens)} symbols (e.g. {sym}); "
+            "name every sample's genes the same way (symbols: adata.var_names = adata.var['gene_symbols']) and "
+            "convert again"
+        )
+        raise SpadeInputError(msg)
+
+
 def unique_names(names) -> list[str]:
     """Names without repeats by :func:`canonical` (any case), each as first spelled, in first-seen order."""
     seen = {}

@@ -28,10 +28,28 @@ class AnnDataConfig:
     layer: str | None = None
     spatial_key: str = K.SPATIAL
     organ: str = "unknown"
+    species: str | None = None  #: default: the AnnData's ``uns``/``obs`` ``species`` or ``organism``, else required
     patient: str | None = None
     st_technology: str = "unknown"
     duplicate_genes: str = "error"
     overwrite: bool = False
+
+
+def _species(cfg: AnnDataConfig, adata, path) -> str:
+    """``--species``, else what the AnnData says (``uns`` or a constant ``obs`` column), else a one-line error."""
+    if cfg.species:
+        return str(cfg.species)
+    for key in ("species", "organism"):
+        v = adata.uns.get(key)
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+        if key in adata.obs and adata.obs[key].nunique() == 1:
+            return str(adata.obs[key].iloc[0])
+    msg = (
+        f"{path} does not say its species (no uns/obs 'species' or 'organism'); pass --species, e.g. "
+        "--species 'Homo sapiens' or --species 'Mus musculus'"
+    )
+    raise SpadeInputError(msg)
 
 
 def merge_duplicate_genes(adata, mode: str, source: str):
@@ -101,7 +119,9 @@ def convert_anndata(cfg: AnnDataConfig, progress: bool = True) -> Path:
     px = cfg.pixel_size_um
     if px is None:
         px = own_px if own_px is not None else _infer_pixel_size(adata)
-    meta = SampleMeta(organ=cfg.organ, patient=cfg.patient, st_technology=cfg.st_technology)
+    meta = SampleMeta(
+        organ=cfg.organ, patient=cfg.patient, st_technology=cfg.st_technology, species=_species(cfg, adata, p)
+    )
     slim = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=adata.var.copy(), obsm={K.SPATIAL: adata.obsm[K.SPATIAL]})
     return write_sample(
         cfg.out,

@@ -133,6 +133,14 @@ def write_sample(
         raise SpadeInputError(msg)
     a = _prepare_adata(adata, sid)
     h, w = image.shape[:2]
+    side = K.PATCH_SIZE * K.PATCH_PIXEL_SIZE_UM / px  # a patch's side in image pixels
+    if side > min(w, h):
+        msg = (
+            f"sample {sid}: at {px:g} µm/px a {K.PATCH_SIZE} px patch at {K.PATCH_PIXEL_SIZE_UM} µm/px spans "
+            f"{side:.0f} image pixels, more than the {w}x{h} image itself (the whole image would be "
+            f"{min(w, h) * px:.0f} µm across); check --pixel-size-um"
+        )
+        raise SpadeInputError(msg)
     out = spots_outside(a.obsm[K.SPATIAL], (w, h))
     if out.any():
         ex = a.obs_names[np.flatnonzero(out)[0]]

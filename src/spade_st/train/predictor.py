@@ -18,7 +18,7 @@ from .._validation import SpadeInputError
 from ..experts.predictor import ExpressionPredictor
 from ..genes import LIBRARY_SIZE, canonical, expression_target
 from ..genes.ridge import ridge_weights, search_alpha
-from ..genes.symbols import unique_names
+from ..genes.symbols import check_one_id_kind, unique_names
 
 
 def _cv_groups(samples: np.ndarray, coords: np.ndarray, n_strips: int = 5, max_groups: int = 10) -> np.ndarray:
@@ -166,17 +166,22 @@ def fit_predictor_from_root(
         msg = "the model records no training samples; pass the sample ids to fit the expression head on (--ids)"
         raise SpadeInputError(msg)
     genes = unique_names(str(g).strip() for g in (genes or model.config.genes) if g != LIBRARY_SIZE)
+    check_one_id_kind(genes, "the expression head's genes")
     features = Path(features)
     missing = [i for i in ids if not (features / f"{i}.h5").is_file()]
     if missing:
         msg = f"no feature files for {missing[:3]} in {features}; point --features at FEATS/<encoder>"
         raise FileNotFoundError(msg)
     chosen = read_hest(root, ids=ids) if samples is None else [s for s in samples if s.id in set(ids)]
-    present = set().union(*({canonical(v) for v in s.adata.var_names} for s in chosen))
-    absent = [g for g in genes if canonical(g) not in present]
+    spelled = {}  # each gene as the samples spell it (first seen), so `--genes erbb2` is stored as ERBB2
+    for s in chosen:
+        for v in s.adata.var_names:
+            spelled.setdefault(canonical(v), str(v))
+    absent = [g for g in genes if canonical(g) not in spelled]
     if absent:
         msg = f"gene(s) {absent[:5]} are in none of the samples {ids[:5]}; check the names (symbols, any case)"
         raise SpadeInputError(msg)
+    genes = [spelled[canonical(g)] for g in genes]
     cap = -(-max_spots // len(chosen))
     xs, ys, cs = [], [], []
     for s in tqdm(chosen, desc="expression head: read", unit="sample", disable=not progress):
