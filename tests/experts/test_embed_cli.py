@@ -71,7 +71,9 @@ def test_torchrun_embed_writes_each_file_once(small, tmp_path):
     assert r.stdout.count("embedding file(s)") == 1  # one summary, from rank 0
     assert "6 embedding file(s)" in r.stdout
     single = tmp_path / "one"
-    assert main(["embed", "--model", str(model), "--features", str(feats), "--out", str(single), "--device", "cpu"]) == 0
+    assert (
+        main(["embed", "--model", str(model), "--features", str(feats), "--out", str(single), "--device", "cpu"]) == 0
+    )
     for f in files:
         np.testing.assert_allclose(read_features(f).features, read_features(single / f.name).features, atol=1e-5)
 
@@ -94,3 +96,31 @@ def test_fit_predictor_adds_genes_to_the_head(small, tmp_path, capsys):
     assert json.loads((m / "predictor.json").read_text())["genes"] == names[:5]  # as the samples spell them
     assert main([*fp, "--genes", "ENSG00000141736", names[0], "--replace"]) == 1
     assert "mixes 1 Ensembl ids" in capsys.readouterr().err
+
+
+def test_embeddings_open_with_a_trident_layout_reader(small, tmp_path):
+    """A loader written from TRIDENT's documented layout (features + coords, geometry on coords) reads SPADE
+    embeddings of slide tiles as it reads UNI's features."""
+    import h5py
+
+    from conftest import WSI_SMALL, require
+
+    _, _, model = small
+    slide = require(WSI_SMALL / "cmu-1-small-region.svs")
+    feats = tmp_path / "job"
+    assert main(["extract-wsi", "--wsi", str(slide), "--encoder", "random_cnn", "--out", str(feats)]) == 0
+    out = tmp_path / "job" / "20x_224px_0px_overlap" / "features_spade-random_cnn"  # placed in a TRIDENT tree
+    assert main(["embed", "--model", str(model), "--features", str(feats / "random_cnn"), "--out", str(out)]) == 0
+
+    def trident_load(path):  # what TRIDENT/Patho-Bench loaders do: no spade-st code
+        with h5py.File(path, "r") as f:
+            return f["features"][:], f["coords"][:], dict(f["coords"].attrs), f["features"].attrs["encoder"]
+
+    x, coords, attrs, enc = trident_load(out / "cmu-1-small-region.h5")
+    src = read_features(feats / "random_cnn" / "cmu-1-small-region.h5")
+    assert (
+        x.shape == (len(src), json.loads((model / "config.json").read_text())["out_dim"]) and enc == "spade-random_cnn"
+    )
+    np.testing.assert_array_equal(coords, src.coords)  # level-0 top-left, as TRIDENT's
+    assert isinstance(attrs["patch_size_level0"], np.integer) and attrs["patch_size_level0"] == round(224 * 0.5 / 0.499)
+    assert attrs["target_magnification"] == 20 and attrs["patch_size"] == 224 and attrs["name"] == "cmu-1-small-region"

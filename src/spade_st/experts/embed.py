@@ -82,7 +82,7 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
     for f in tqdm(shard(files, info), desc="embed", unit="file", disable=not cfg.progress or info.rank != 0):
         dst = out / f.name
         fs = read_features(f, require_complete=False)
-        if not cfg.overwrite and is_finished(dst, expect, n=len(fs), dim=model.config.out_dim, key="embeddings"):
+        if not cfg.overwrite and is_finished(dst, expect, n=len(fs), dim=model.config.out_dim):
             emb = None
         else:
             check_finite(fs, f)  # before this file's output; earlier files stay written
@@ -113,7 +113,7 @@ def embed_features(cfg: EmbedConfig) -> list[Path]:
                     }
                     | {k: fs.attrs[k] for k in GEOMETRY_ATTRS if k in fs.attrs},
                 ),
-                key="embeddings",
+                encoder_name=f"spade-{enc or model.config.encoder}",  # what a TRIDENT loader sees
                 extra={"expert_weights": w} | {k: v for k, v in fs.arrays.items() if k == "tissue_fraction"},
             )
         if cfg.adata:

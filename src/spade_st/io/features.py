@@ -35,19 +35,28 @@ class FeatureSet:
         return len(self.features)
 
 
-def write_features(path: Path | str, fs: FeatureSet, key: str = "features", extra: dict | None = None) -> None:
+def write_features(
+    path: Path | str, fs: FeatureSet, key: str = "features", extra: dict | None = None, encoder_name: str | None = None
+) -> None:
     """Write ``fs`` atomically (temp file + rename); the file is marked complete only once fully written.
 
-    ``key`` names the main array ("features", or "embeddings" for SPADE outputs); ``extra`` adds arrays.
+    The layout is TRIDENT's as well as ours: the array under ``key`` (``features``) with an ``encoder``
+    attribute (``encoder_name``, default ``fs.attrs['encoder']``), ``coords`` carrying TRIDENT's geometry
+    attributes (:func:`trident_coords_attrs`), our attributes on the file root; ``extra`` adds arrays.
     """
     feats = np.asarray(fs.features)
     if feats.ndim != 2:
         msg = f"features must be (N, D), got shape {feats.shape}"
         raise ValueError(msg)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(key, data=feats, chunks=(min(len(feats), 4096) or 1, feats.shape[1]) if len(feats) else None)
+        main = f.create_dataset(
+            key, data=feats, chunks=(min(len(feats), 4096) or 1, feats.shape[1]) if len(feats) else None
+        )
+        if encoder_name or fs.attrs.get("encoder"):
+            main.attrs["encoder"] = str(encoder_name or fs.attrs["encoder"])  # where TRIDENT keeps it
         if fs.coords is not None:
-            f.create_dataset("coords", data=np.asarray(fs.coords))
+            c = f.create_dataset("coords", data=np.asarray(fs.coords))
+            c.attrs.update(trident_coords_attrs(fs.attrs, Path(path).stem))
         if fs.barcode is not None:
             f.create_dataset("barcode", data=np.asarray(fs.barcode, dtype=object), dtype=h5py.string_dtype())
         for k, v in (extra or {}).items():
@@ -57,6 +66,24 @@ def write_features(path: Path | str, fs: FeatureSet, key: str = "features", extr
         f.attrs[COMPLETE] = True
         f.flush()
         maybe_die(f"write-{Path(path).stem}")  # fault point for the kill-and-resume tests
+
+
+def trident_coords_attrs(attrs: dict, name: str) -> dict:
+    """TRIDENT's attributes of the ``coords`` dataset, from ours: ``patch_size`` (at the target magnification),
+    ``patch_size_level0`` (an int, as TRIDENT computes it: floor division), ``level0_magnification``, ``target_magnification``,
+    ``overlap``, ``name``; empty where the file has no tile geometry (spot patches without magnifications)."""
+    need = ("patch_size", "level0_magnification", "target_magnification")
+    if not all(attrs.get(k) not in (None, "") for k in need):
+        return {}
+    ps, l0, tm = int(attrs["patch_size"]), float(attrs["level0_magnification"]), float(attrs["target_magnification"])
+    return {
+        "patch_size": ps,
+        "patch_size_level0": int(ps * l0 // tm),  # TRIDENT: patch_size * level0_mag // target_mag
+        "level0_magnification": l0,
+        "target_magnification": tm,
+        "overlap": int(attrs.get("overlap") or 0),
+        "name": name,
+    }
 
 
 def _decode(a) -> np.ndarray:
