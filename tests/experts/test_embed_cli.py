@@ -124,3 +124,12 @@ def test_embeddings_open_with_a_trident_layout_reader(small, tmp_path):
     np.testing.assert_array_equal(coords, src.coords)  # level-0 top-left, as TRIDENT's
     assert isinstance(attrs["patch_size_level0"], np.integer) and attrs["patch_size_level0"] == round(224 * 0.5 / 0.499)
     assert attrs["target_magnification"] == 20 and attrs["patch_size"] == 224 and attrs["name"] == "cmu-1-small-region"
+
+
+def test_trident_folder_names_are_read_as_our_encoder_names():
+    from spade_st.io.features import feature_encoder
+
+    assert feature_encoder("job/features_uni_v1/s.h5", {}) == "uni"  # TRIDENT's name for UNI
+    assert feature_encoder("job/features_conch_v15/s.h5", {}) == "conch_v15"  # not ours: named as it is
+    assert feature_encoder("job/features_uni_v1/s.h5", {"encoder": "virchow2"}) == "virchow2"  # the file wins
+    assert feature_encoder("job/plain/s.h5", {}) is None

@@ -212,6 +212,16 @@ GEOMETRY_ATTRS = (
 )
 
 
+#: TRIDENT's encoder names (its ``features_<name>/`` folders) that are spade-st encoders under another name
+TRIDENT_NAMES = {
+    "uni_v1": "uni",
+    "uni_v2": "uni2-h",
+    "hoptimus0": "h-optimus-0",
+    "hoptimus1": "h-optimus-1",
+    "resnet50": "resnet50_trunc",
+}
+
+
 def is_spade_embedding(attrs: dict) -> bool:
     """True for a file written by ``spade-st embed`` (its array is ``X_spade``, not encoder features)."""
     return "model_sha256" in attrs and "n_experts" in attrs
@@ -227,7 +237,10 @@ def feature_encoder(path: Path | str, attrs: dict, encoder: str | None = None) -
     if own or encoder:
         return own or encoder
     parent = Path(path).parent.name
-    return parent.removeprefix("features_") if parent.startswith("features_") and parent != "features_" else None
+    if not parent.startswith("features_") or parent == "features_":
+        return None
+    name = parent.removeprefix("features_")
+    return TRIDENT_NAMES.get(name, name)
 
 
 def feature_files(
