@@ -126,6 +126,13 @@ def _cmd_bench(args) -> int:
     from .eval.her2st_bench import Her2stBenchConfig, headline, run_her2st_bench
     from .eval.stats import to_markdown
 
+    if args.bench == "hest":
+        from .eval.hest_bench import HestBenchConfig, run_hest_bench
+
+        echo(to_markdown(run_hest_bench(from_args(HestBenchConfig, args, progress=True))))
+        echo(f"results: {args.out / 'dataset_results.json'}, {args.out / 'results.md'}")
+        return 0
+
     cfg = from_args(
         Her2stBenchConfig,
         args,

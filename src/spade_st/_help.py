@@ -103,6 +103,13 @@ ABOUT = {
         "Compare raw features with SPADE and its controls on the her2st sections (genes, retrieval, few-shot).",
         "spade-st bench her2st --data HEST_ROOT --features FEATS/efficientnet_lite0 --out bench/her2st --epochs 20",
     ),
+    "bench hest": (
+        "Score raw features and SPADE models on a HEST-Benchmark bench_data folder with HEST's splits, gene lists, "
+        "probe and aggregation (plus a CV ridge), writing HEST's result files; a model's splits holding samples it "
+        "trained on are refused unless --allow-overlap.",
+        "spade-st bench hest --bench-data bench_data --encoder uni --model runs/model --tasks IDC PRAD "
+        "--out bench/hest",
+    ),
     "check": (
         "Validate a HEST-layout root and list its samples with their patch counts and pixel sizes.",
         "spade-st check --data HEST_ROOT",

@@ -222,6 +222,42 @@ def _add_run(sub) -> None:
     )
 
 
+def _add_bench_hest(bsub) -> None:
+    from .eval.hest_bench import PRECISIONS
+
+    bt = bsub.add_parser(
+        "hest",
+        help="HEST-Benchmark on its bench_data folder (its splits, genes, probe), with HEST's result files",
+        **about("bench hest"),
+    )
+    bt.add_argument(
+        "--bench-data", type=Path, required=True, help="HEST-Benchmark bench_data folder (IDC/, PRAD/, ...)"
+    )
+    bt.add_argument("--out", type=Path, required=True, help="HEST's result files and results.csv/.md")
+    bt.add_argument("--tasks", nargs="+", help="task folders to run (default: every task found)" + NO_DEFAULT)
+    bt.add_argument(
+        "--encoder", help="extract features from the folder's patches with this encoder (or --features)" + NO_DEFAULT
+    )
+    bt.add_argument(
+        "--weights", type=Path, help="--encoder's weights (default: $SPADE_ST_WEIGHTS/<encoder>/)" + NO_DEFAULT
+    )
+    bt.add_argument(
+        "--features", type=Path, help="precomputed DIR/<sample>.h5 (or DIR/<task>/<sample>.h5) instead" + NO_DEFAULT
+    )
+    bt.add_argument("--model", type=Path, nargs="+", default=[], help="SPADE model folders scored on the same features")
+    bt.add_argument(
+        "--allow-overlap",
+        "--allow-train-overlap",
+        dest="allow_overlap",
+        action="store_true",
+        help="score a model on splits holding samples it trained on (marked in the tables)",
+    )
+    bt.add_argument("--gene-list", default="var_50genes.json", help="each task's gene list JSON (HEST's gene_list)")
+    bt.add_argument("--batch-size", type=int, default=128, help="patches per encoder batch (HEST's chunk size)")
+    bt.add_argument("--precision", choices=PRECISIONS, default="fp32", help="--encoder's precision on GPU")
+    bt.add_argument("--device", help=DEVICE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings", **FMT)
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
@@ -417,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gene-exclude", nargs="*", default=["A1"], help="sections kept out of gene regression (none: no value)"
     )
     bh.add_argument("--label-section", default="A1", help="section with pathologist labels for few-shot")
+    _add_bench_hest(bsub)
     c = sub.add_parser("check", help="validate a HEST-layout root and list its samples", **about("check"))
     c.add_argument("--data", type=Path, required=True, help="HEST-layout root (from `spade-st convert`)")
     c.add_argument("--ids", nargs="+", help="sample ids to check (default: every sample)" + NO_DEFAULT)

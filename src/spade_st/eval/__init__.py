@@ -1,5 +1,5 @@
-"""Evaluation: gene-expression prediction, few-shot probes, ABMIL and survival models, the her2st benchmark
-and task manifests (``spade-st evaluate``). Submodules load on first use."""
+"""Evaluation: gene-expression prediction, few-shot probes, ABMIL and survival models, the her2st benchmark,
+HEST-Benchmark on its own folders and task manifests (``spade-st evaluate``). Submodules load on first use."""
 
 from .._lazy import lazy
 
@@ -9,6 +9,8 @@ _EXPORTS = {
     "load_task": "tasks",
     "Her2stBenchConfig": "her2st_bench",
     "run_her2st_bench": "her2st_bench",
+    "HestBenchConfig": "hest_bench",
+    "run_hest_bench": "hest_bench",
     "abmil_cv": "mil",
     "train_survival_abmil": "survival",
     "c_index": "survival",
@@ -24,6 +26,8 @@ _SUBMODULES = {
     "gene_folds",
     "genes",
     "her2st_bench",
+    "hest_bench",
+    "hest_files",
     "islands",
     "mil",
     "retrieval",

@@ -63,17 +63,29 @@ def top_variable_genes(expr: list[pd.DataFrame], n: int = 50) -> list[str]:
     return list(pd.concat([e[common] for e in expr]).var().sort_values(ascending=False, kind="stable").index[:n])
 
 
-def hest_ridge(x_train, y_train, x_test, n_pca: int = 256, seed: int = 0) -> np.ndarray:
-    """HEST-Benchmark regression: StandardScaler -> PCA(256) -> Ridge(alpha = 100 / (d * G), no intercept)."""
+def hest_ridge(x_train, y_train, x_test, n_pca: int = 256, seed: int = 0, as_hest: bool = False) -> np.ndarray:
+    """HEST-Benchmark regression: StandardScaler -> PCA(256) -> Ridge(alpha = 100 / (d * G), no intercept).
+
+    PCA keeps ``min(n_pca, training rows, d)`` components (HEST's own code refuses fewer than 256).
+    ``as_hest``: HEST's code path to the last digit (``spade-st bench hest``): the scaler and the PCA fitted with
+    ``fit_transform`` on the training rows (its ``Pipeline``) and their output cast to float32 (its
+    ``torch.Tensor``) before the ridge.
+    """
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
-    sc = StandardScaler().fit(x_train)
-    xt, xv = sc.transform(x_train), sc.transform(x_test)
-    k = min(n_pca, xt.shape[0], xt.shape[1])
-    pca = PCA(n_components=k, random_state=seed).fit(xt)
-    xt, xv = pca.transform(xt), pca.transform(xv)
+    sc = StandardScaler()
+    k = min(n_pca, np.shape(x_train)[0], np.shape(x_train)[1])
+    pca = PCA(n_components=k, random_state=seed)
+    if as_hest:
+        xt = pca.fit_transform(sc.fit_transform(x_train)).astype(np.float32)
+        xv = pca.transform(sc.transform(x_test)).astype(np.float32)
+    else:
+        sc.fit(x_train)
+        xt, xv = sc.transform(x_train), sc.transform(x_test)
+        pca.fit(xt)
+        xt, xv = pca.transform(xt), pca.transform(xv)
     alpha = 100.0 / (xt.shape[1] * y_train.shape[1])
     model = Ridge(alpha=alpha, fit_intercept=False, solver="lsqr", max_iter=1000, random_state=seed)
     return model.fit(xt, y_train).predict(xv)
