@@ -20,8 +20,13 @@ Manifest (YAML; paths relative to the manifest's folder)::
     targets: [log1p, cp10k] # log1p of raw counts (HEST-Benchmark's) and/or log1p CP10k
     probes: [hest_ridge, ridge_cv]
     n_genes: 50             # most variable genes of each fold's training samples
+    # slide tasks on a Patho-Bench split (instead of labels: and our own CV; see :mod:`.patho_bench_run`):
+    split: {patho_bench: k=all.tsv, config: config.yaml}   # from HF MahmoodLab/Patho-Bench <source>/<task>/
+    shots: 8                # optional: Patho-Bench's few-shot draw (seed 42) of N training samples per class
 
-Paths may use environment variables (``${HEST_ROOT}/st``); one that is not set is an error. Rows of every
+With ``split:``, every fold of the file is one test split (``fold`` = ``fold_<k>`` in the tables), samples are
+matched to ``<slide_id>.h5`` of each source, and Patho-Bench's ``test_metrics_summary.json`` is written per source
+and probe under ``patho_bench/``. Paths may use environment variables (``${HEST_ROOT}/st``); one that is not set is an error. Rows of every
 source are matched to spots by barcode; only spots present in every source are evaluated.
 """
 
@@ -59,6 +64,8 @@ class Task:
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     probes: list[str] = field(default_factory=lambda: list(PROBES))
     n_genes: int = 50
+    split: dict | None = None
+    shots: int | None = None
 
 
 def _path(base: Path, value, where: str) -> Path:
@@ -75,11 +82,10 @@ def load_task(path: Path | str) -> Task:
     if raw.get("type") not in TYPES:
         msg = f"{p}: type {raw.get('type')!r} is not one of {TYPES}"
         raise SpadeInputError(msg)
-    need = (
-        ("name", "type", "data", "sources")
-        if raw["type"] == "gene_expression"
-        else ("name", "type", "labels", "sources")
-    )
+    need = ("name", "type", "data" if raw["type"] == "gene_expression" else "labels", "sources")
+    if "split" in raw:
+        need = ("name", "type", "split", "sources")
+        _check_split(p, raw)
     missing = [k for k in need if k not in raw]
     if missing:
         msg = f"{p} lacks {missing}; a {raw['type']} task needs {', '.join(need)}"
@@ -102,12 +108,29 @@ def load_task(path: Path | str) -> Task:
     for key in ("labels", "data"):
         if key in raw:
             raw[key] = _path(base, raw[key], f"{p}: {key}")
+    if "split" in raw:
+        raw["split"] = {k: _path(base, v, f"{p}: split {k}") for k, v in raw["split"].items()}
     raw["sources"] = {k: _path(base, v, f"{p}: source {k}") for k, v in raw["sources"].items()}
     for name, folder in raw["sources"].items():
         if not Path(folder).is_dir():
             msg = f"{p}: source {name!r} folder {folder} does not exist"
             raise FileNotFoundError(msg)
     return Task(**raw)
+
+
+def _check_split(p: Path, raw: dict) -> None:
+    """``split: {patho_bench: TSV, config: YAML}`` on a slide task, ``shots`` an int of at least 2."""
+    sp = raw["split"]
+    if raw["type"] not in ("slide_classification", "survival") or "labels" in raw:
+        msg = f"{p}: split: is for slide_classification / survival tasks and replaces labels:; drop one"
+        raise SpadeInputError(msg)
+    if not isinstance(sp, dict) or set(sp) != {"patho_bench", "config"}:
+        msg = f"{p}: write split: {{patho_bench: PATH/k=all.tsv, config: PATH/config.yaml}}"
+        raise SpadeInputError(msg)
+    shots = raw.get("shots")
+    if shots is not None and (raw["type"] == "survival" or not isinstance(shots, int) or shots < 2):
+        msg = f"{p}: shots: {shots!r}: give an int >= 2 (per class; the probes' inner CV needs 2) on a classification task"
+        raise SpadeInputError(msg)
 
 
 def _patient_split(patients: np.ndarray, y: np.ndarray, frac: float, seed: int) -> np.ndarray:
@@ -244,7 +267,7 @@ def _run_genes(task: Task) -> pd.DataFrame:
     return long_table(pd.DataFrame(rows).assign(task=task.name))
 
 
-def _leakage(task: Task, allow: bool) -> dict[str, dict[str, str]]:
+def _leakage(task: Task, allow: bool, split=None) -> dict[str, dict[str, str]]:
     """The leakage guard (:mod:`.leakage`) on the samples this task scores, before any work."""
     from ..io.layout import read_metadata
     from .leakage import check_no_overlap, source_model
@@ -253,6 +276,8 @@ def _leakage(task: Task, allow: bool) -> dict[str, dict[str, str]]:
     if task.type == "gene_expression":
         table = read_metadata(task.data)
         scored = task.samples or [str(i) for i in table.index]
+    elif task.split:
+        scored = [s for slides in split.slides for s in slides]
     else:
         col = "sample" if task.type == "patch_classification" else "slide"
         scored = pd.read_csv(task.labels, dtype={col: str})[col].astype(str).unique().tolist()
@@ -268,11 +293,19 @@ def run_task(path: Path | str, out: Path | str, allow_train_overlap: bool = Fals
     A source whose model trained on a scored sample (or its patient) is refused before any work, unless
     ``allow_train_overlap``; then the summary's ``in_sample`` column and ``results.md`` say which sources."""
     task = load_task(path)
-    leaks = _leakage(task, allow_train_overlap)
+    split = None
+    if task.split:
+        from .patho_bench_run import load_split, run_split
+
+        split = load_split(task)  # the split's checks and its feature files, before any work
+    leaks = _leakage(task, allow_train_overlap, split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runners = {"patch_classification": _run_patch, "gene_expression": _run_genes}
-    long = runners.get(task.type, _run_slides)(task)
+    if split is not None:
+        long = run_split(task, split, out)
+    else:
+        long = runners.get(task.type, _run_slides)(task)
     summary = summarise(long, SUMMARY_KEYS)
     note = ""
     if leaks:
