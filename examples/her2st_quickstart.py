@@ -60,7 +60,13 @@ def main(argv=None) -> dict:
     # the genes the head predicts best on held-out TRAINING sections (pred.var["cv_r"]): chosen without C4
     genes = model.predictor.best_genes(3)
     fig = spade.pl.gene_maps(
-        samples[held].adata, pred, genes, img=thumb, scale=scale, save=args.out / f"{held}_genes.png"
+        samples[held].adata,
+        pred,
+        genes,
+        img=thumb,
+        scale=scale,
+        pixel_size_um=samples[held].pixel_size_um,  # a scale bar in µm on every panel
+        save=args.out / f"{held}_genes.png",
     )
     measured = spade.genes.expression_target(samples[held].adata[pred.obs_names], genes)
     r = pearson_per_gene(np.asarray(pred[:, genes].X), measured)

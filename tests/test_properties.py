@@ -68,8 +68,8 @@ def test_write_read_roundtrip(tmp_path_factory, n, g, seed):
     )
     a.obsm["spatial"] = rng.uniform(0, 99.9, size=(n, 2))
     root = tmp_path_factory.mktemp("prop")
-    img = rng.integers(0, 255, size=(100, 100, 3), dtype=np.uint8)
-    write_sample(root, "S", a, img, 1.0, progress=False)
+    img = rng.integers(0, 255, size=(120, 120, 3), dtype=np.uint8)
+    write_sample(root, "S", a, img, 1.0, progress=False)  # a patch spans 112 image px: it fits in 120
     (s,) = read_hest(root)
     np.testing.assert_array_equal(s.adata.X.toarray(), a.X)
     np.testing.assert_allclose(s.adata.obsm["spatial"], a.obsm["spatial"])

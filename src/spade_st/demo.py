@@ -31,9 +31,13 @@ class DemoConfig:
     epochs: int | None = None
 
 
-def _stage(log: list[str], name: str, fn):
+def _stage(log: list[str], name: str, fn, run: Path | None = None):
+    """Run ``fn`` as stage ``name``: its time into ``log``, its warnings into ``run/warnings.json`` (the report's)."""
+    from ._warnlog import record_warnings
+
     t = time.perf_counter()
-    res = fn()
+    with record_warnings(run, name):
+        res = fn()
     log.append(f"{name}: {time.perf_counter() - t:.1f} s")
     print(f"[demo] {name} done ({time.perf_counter() - t:.1f} s)", flush=True)
     return res
@@ -61,18 +65,18 @@ def run_demo(cfg: DemoConfig) -> Path:
             pass
         synthetic(SyntheticConfig(out=data, samples=cfg.samples, spots=cfg.spots, seed=cfg.seed, overwrite=True))
 
-    _stage(log, "demo-data", make_data)
-    _stage(log, "extract", lambda: extract(ExtractConfig(data=data, encoder=cfg.encoder, out=feats)))
+    _stage(log, "demo-data", make_data, out)
+    _stage(log, "extract", lambda: extract(ExtractConfig(data=data, encoder=cfg.encoder, out=feats)), out)
     samples = read_hest(data)  # the last patient's samples are held out of pretraining: evaluated on
     held = [s.id for s in samples if s.patient == samples[-1].patient]
     pcfg = load_config(
         "demo", data=data, features=feats / cfg.encoder, out=model, encoder=cfg.encoder, epochs=cfg.epochs, exclude=held
     )
-    _stage(log, "pretrain", lambda: pretrain(pcfg))
-    _stage(log, "embed", lambda: embed_features(EmbedConfig(model=model, features=feats / cfg.encoder, out=emb)))
-    table = _stage(log, "gene prediction", lambda: _gene_check(data, feats / cfg.encoder, emb, model))
-    _stage(log, "few-shot", lambda: _fewshot(data, feats / cfg.encoder, emb, model, run.results))
-    _stage(log, "clustering k scan", lambda: _choose_k(model))
+    _stage(log, "pretrain", lambda: pretrain(pcfg), out)
+    _stage(log, "embed", lambda: embed_features(EmbedConfig(model=model, features=feats / cfg.encoder, out=emb)), out)
+    table = _stage(log, "gene prediction", lambda: _gene_check(data, feats / cfg.encoder, emb, model), out)
+    _stage(log, "few-shot", lambda: _fewshot(data, feats / cfg.encoder, emb, model, run.results), out)
+    _stage(log, "clustering k scan", lambda: _choose_k(model), out)
     from ._atomic import atomic_write_text
     from .pl.report import write_report
 
@@ -87,7 +91,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     )
     atomic_write_text(run.results / "gene_prediction.csv", genes.to_csv(index=False))
     write_steps(out, log, table)
-    return _stage(log, "report", lambda: write_report(out))
+    return _stage(log, "report", lambda: write_report(out), out)
 
 
 def _fewshot(data: Path, feats: Path, emb: Path, model: Path, out: Path) -> None:

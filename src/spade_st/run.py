@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ._atomic import atomic_write_json
 from ._validation import SpadeInputError
+from ._warnlog import record_warnings
 from .io.runs import RunLayout
 
 STAGES = ("extract", "pretrain", "embed", "evaluate", "report")
@@ -91,25 +92,26 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
         t0 = time.perf_counter()
         if cfg.progress:
             print(f"[run] {stage} ...", file=sys.stderr, flush=True)
-        if stage == "extract":
-            _extract(cfg, pcfg, cohort.ids, run)
-        elif stage == "pretrain":
-            from .train.pretrain import pretrain
+        with record_warnings(run.root if info.is_main else None, stage):  # listed by the report
+            if stage == "extract":
+                _extract(cfg, pcfg, cohort.ids, run)
+            elif stage == "pretrain":
+                from .train.pretrain import pretrain
 
-            pretrain(pcfg)
-        elif not info.is_main:  # embedding, evaluation and the report: rank 0 alone (one writer per file)
-            pass
-        elif stage == "embed":
-            from .experts.embed import EmbedConfig, embed_features
+                pretrain(pcfg)
+            elif stage == "embed":  # files shared over the ranks, as extraction's
+                from .experts.embed import EmbedConfig, embed_features
 
-            ecfg = EmbedConfig(run.model, pcfg.features, run.embeddings, ids=cohort.ids, device=cfg.device)
-            embed_features(ecfg)
-        elif stage == "evaluate":
-            _evaluate(cfg, tasks, run)
-        else:
-            from .pl.report import write_report
+                ecfg = EmbedConfig(run.model, pcfg.features, run.embeddings, ids=cohort.ids, device=cfg.device)
+                embed_features(ecfg)
+            elif not info.is_main:  # evaluation and the report: rank 0 alone (one writer per file)
+                pass
+            elif stage == "evaluate":
+                _evaluate(cfg, tasks, run)
+            else:
+                from .pl.report import write_report
 
-            report = write_report(run.root)
+                report = write_report(run.root)
         barrier(info)
         log["stages"][stage] = {"seconds": round(time.perf_counter() - t0, 1)}
         if cfg.progress:

@@ -51,8 +51,10 @@ def test_report_contents(demo_run):
         assert title in html, title
     assert 'src="http' not in html and "<script" not in html  # self-contained, nothing fetched
     assert len(re.findall(r'src="data:image/png;base64,', html)) >= 6
+    assert "in this 2-d UMAP" in html and "-d embedding" in html  # which space each silhouette is of
+    assert "<h2>Warnings</h2>" in html  # the listed ones, else "no warnings recorded"
     md = (demo_run / "report.md").read_text()
-    assert "![Routing map" in md
+    assert "![Routing map" in md and "## Warnings" in md
 
 
 def test_report_in_headless_chromium(demo_run):
@@ -106,9 +108,12 @@ def test_report_in_headless_chromium(demo_run):
 def test_report_finds_parts_by_flags_and_says_what_it_skipped(demo_run, tmp_path, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    assert main(["report", str(elsewhere)]) == 0  # nothing under the default names: said, not silent
+    assert main(["report", str(elsewhere)]) == 1  # nothing under the default names: not a run, nothing written
     err = capsys.readouterr().err
-    assert "report: skipped every model figure: no model at" in err and "pass --model" in err
+    assert "is not a run folder" in err and "--model" in err and not (elsewhere / "report.html").exists()
+    assert main(["report", str(elsewhere), "--model", str(demo_run / "model")]) == 0  # one part named: drawn
+    err = capsys.readouterr().err
+    assert "report: skipped every embedding figure" in err and "pass --embeddings" in err
     assert "Not drawn" in (elsewhere / "report.html").read_text()
     enc = next((demo_run / "features").iterdir())
     flags = ["--data", demo_run / "data", "--model", demo_run / "model", "--embeddings", demo_run / "embeddings"]
@@ -117,4 +122,48 @@ def test_report_finds_parts_by_flags_and_says_what_it_skipped(demo_run, tmp_path
     assert "report: drew Routing map" in err and "report: drew UMAP coloured by sample" in err
     html = (elsewhere / "report.html").read_text()
     assert "Data: " in html and "(synthetic;" in html and "Split: trained on" in html
-    assert "raw features" in html  # the island number of the raw features: --features was found
+    # the island number of the raw features (--features was found), unless one expert owns every spot
+    assert "raw features" in html or "every spot has the same dominant expert" in html
+
+
+def test_report_lists_the_runs_warnings_or_says_there_were_none(tmp_path):
+    import json
+
+    from spade_st.pl.report import write_report
+
+    run = tmp_path / "run"
+    (run / "results").mkdir(parents=True)
+    (run / "results" / "t.csv").write_text("metric,value\nr,0.5\n")
+    write_report(run)
+    html, md = (run / "report.html").read_text(), (run / "report.md").read_text()
+    assert "<h2>Warnings</h2>\n<p>no warnings recorded</p>" in html and "## Warnings\n\nno warnings recorded" in md
+    rows = [
+        {"stage": "extract", "category": "DataWarning", "message": "A1: patches upsampled 6.4x <coarse>"},
+        {"stage": "pretrain", "category": "UserWarning", "message": "expert 3: 95 % of its spots from one sample"},
+    ]
+    (run / "warnings.json").write_text(json.dumps(rows))
+    write_report(run)
+    html, md = (run / "report.html").read_text(), (run / "report.md").read_text()
+    assert "<li>extract: A1: patches upsampled 6.4x &lt;coarse&gt;</li>" in html  # escaped
+    assert "<li>pretrain: expert 3: 95 % of its spots from one sample (UserWarning)</li>" in html
+    assert "- extract: A1: patches upsampled 6.4x <coarse>" in md and "no warnings recorded" not in md
+
+
+def test_demo_stage_keeps_its_warnings_for_the_report(tmp_path, capsys):
+    import warnings
+
+    from spade_st import demo
+    from spade_st._validation import DataWarning
+    from spade_st._warnlog import read_warnings
+
+    def stage():
+        warnings.warn("a counts table kept 80 % of its rows", DataWarning, stacklevel=1)
+        return 7
+
+    log: list[str] = []
+    assert demo._stage(log, "demo-data", stage, tmp_path) == 7
+    assert log[0].startswith("demo-data: ") and "[demo] demo-data done" in capsys.readouterr().out
+    got = read_warnings(tmp_path)
+    assert got == [{"stage": "demo-data", "category": "DataWarning", "message": "a counts table kept 80 % of its rows"}]
+    demo._stage(log, "quiet", lambda: None, tmp_path)  # a stage without warnings adds nothing
+    assert read_warnings(tmp_path) == got

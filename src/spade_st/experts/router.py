@@ -41,8 +41,10 @@ def route_weights(
     tau_r: float = 0.1,
     topk: int | None = None,
 ) -> torch.Tensor:
-    """Expert weights α (N, E) of features ``x`` (N, D); rows sum to 1."""
-    topk = check_topk(topk, n_experts)
+    """Expert weights α (N, E) of features ``x`` (N, D); rows sum to 1. ``topk`` >= E keeps every expert (a
+    config's top-k on a model that made fewer experts); below 1 is an error."""
+    if topk is not None:
+        topk = check_topk(min(int(topk), n_experts) if int(topk) == topk and topk >= 1 else topk, n_experts)
     if x.shape[-1] != centroids.shape[-1]:
         msg = f"features have dimension {x.shape[-1]}, the model routes {centroids.shape[-1]}-d features"
         raise ValueError(msg)

@@ -71,3 +71,62 @@ def robust_limits(values: np.ndarray, lo: float = 2, hi: float = 98) -> tuple[fl
         return 0.0, 1.0
     a, b = np.percentile(v, [lo, hi])
     return (float(a), float(b)) if b > a else (float(v.min()), float(v.min()) + 1e-6 + float(np.ptp(v)))
+
+
+#: scale-bar lengths (µm) a bar is chosen from: round numbers a pathologist reads at a glance
+BAR_LENGTHS_UM = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def bar_length_um(width_um: float, fraction: float = 0.2) -> float:
+    """The round length of :data:`BAR_LENGTHS_UM` nearest (in log) to ``fraction`` of an axis ``width_um`` wide."""
+    want = max(float(width_um), 1e-9) * fraction
+    return float(min(BAR_LENGTHS_UM, key=lambda v: abs(np.log(v / want))))
+
+
+def scale_bar(ax, pixel_size_um: float | None, scale: float = 1.0, loc: str = "lower right"):
+    """A scale bar in µm on a slide picture (call it after the axis limits are set).
+
+    Parameters
+    ----------
+    ax
+        Axes whose data units are thumbnail pixels.
+    pixel_size_um
+        Level-0 µm per pixel; ``None`` (unknown) draws nothing.
+    scale
+        Level-0 pixels per thumbnail pixel.
+    loc
+        Corner of the bar.
+
+    Returns
+    -------
+    mpl_toolkits.axes_grid1.anchored_artists.AnchoredSizeBar or None
+        The bar (black, on a white box, labelled "500 µm"); its ``length_um`` attribute is the length in µm and
+        its width in data units is ``length_um / pixel_size_um / scale``.
+    """
+    if pixel_size_um is None or not np.isfinite(pixel_size_um) or pixel_size_um <= 0:
+        return None
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    um_per_unit = float(pixel_size_um) * float(scale)
+    x0, x1 = ax.get_xlim()
+    length = bar_length_um(abs(x1 - x0) * um_per_unit)
+    label = f"{length:g} µm"
+    bar = AnchoredSizeBar(
+        ax.transData,
+        length / um_per_unit,
+        label,
+        loc,
+        pad=0.3,
+        borderpad=0.4,
+        sep=3,
+        color="black",
+        frameon=True,
+        size_vertical=0,
+        fontproperties=FontProperties(size=8),
+    )
+    bar.size_bar.get_children()[0].set_linewidth(2.5)
+    bar.patch.set(facecolor="white", alpha=0.75, edgecolor="none")
+    bar.length_um = length
+    ax.add_artist(bar)
+    return bar

@@ -8,6 +8,24 @@ import pandas as pd
 from ._util import categorical_colors, finish, new_figure
 
 
+def integer_axis(axis, values=None) -> None:
+    """Whole-number ticks on an axis that counts (experts, k, spots, organs): never 0.25 of an expert.
+
+    ``values``: the counts drawn (a tick at each when there are at most 16, else whole numbers chosen by
+    matplotlib). On a log axis the ticks read as plain numbers (2, 4, 8), not powers.
+    """
+    from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
+
+    v = sorted({int(x) for x in values}) if values is not None else []
+    if v and len(v) <= 16:
+        axis.set_ticks(v)
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
+    if axis.get_scale() == "log":
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_locator(NullLocator())
+
+
 def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
     """Elbow (standardised WCSS) and silhouette vs k; spots and organs (groups) per expert."""
     organs = bool("groups" in qc and qc["groups"].max() > 1)  # one organ per expert everywhere: nothing to draw
@@ -22,17 +40,22 @@ def clustering_qc(choose_k: pd.DataFrame | None, qc: pd.DataFrame, save=None):
         ax2 = ax.twinx()
         ax2.plot(choose_k["k"], choose_k["silhouette"], "s--", color="C1", label="silhouette")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("k")
+        integer_axis(ax.xaxis, choose_k["k"])
+        ax.set_xlabel("k (number of experts)")
         ax.set_ylabel("standardised WCSS")
         ax2.set_ylabel("silhouette")
         ax.set_title("choosing k")
         i = 1
     axes[i].bar(qc["expert"], qc["spots"], color="C0")
+    integer_axis(axes[i].xaxis, qc["expert"])
+    integer_axis(axes[i].yaxis)
     axes[i].set_xlabel("expert")
     axes[i].set_ylabel("training spots")
     axes[i].set_title("spots per expert")
     if organs:
         axes[i + 1].bar(qc["expert"], qc["groups"], color="C2")
+        integer_axis(axes[i + 1].xaxis, qc["expert"])
+        integer_axis(axes[i + 1].yaxis)
         axes[i + 1].set_xlabel("expert")
         axes[i + 1].set_ylabel("organs covered")
         axes[i + 1].set_title("organs per expert")
@@ -64,6 +87,7 @@ def fewshot_curves(summary: pd.DataFrame, metric: str = "balanced_accuracy", sav
             ok = np.isfinite(lo) & np.isfinite(hi)
             ax.fill_between(d["k"][ok], lo[ok], hi[ok], color=cols[src], alpha=0.2)
         ax.set_xscale("log", base=2)
+        integer_axis(ax.xaxis, s["k"])
         ax.set_xlabel("shots per class (k)")
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_ylim(-0.02, 1.02)

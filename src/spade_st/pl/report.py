@@ -22,6 +22,8 @@ import pandas as pd
 from .. import __version__
 from .. import _keys as K
 from .._atomic import atomic_write_text
+from .._validation import SpadeInputError
+from .._warnlog import read_warnings
 from ..io.runs import ModelLayout, RunLayout
 
 PACKAGES = ("torch", "numpy", "scanpy", "anndata", "timm", "faiss-cpu", "scikit-learn", "openslide-bin", "matplotlib")
@@ -139,17 +141,14 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     held = s.adata[[n.split(":", 1)[1] for n in one.obs_names]]  # the shown sample's spots, in embedding order
     one.obsm["spatial"] = np.asarray(held.obsm["spatial"])
     p = fig_dir / "routing_map.png"
-    routing_map(
-        one, img=thumb, scale=scale, spot_size=spot, title=f"{show}: dominant expert (opacity = weight)", save=p
-    )
+    px = s.pixel_size_um  # level-0 µm/px: a scale bar on every tissue picture
+    title = f"{show}: dominant expert (opacity = weight)"
+    routing_map(one, img=thumb, scale=scale, spot_size=spot, title=title, save=p, pixel_size_um=px)
     figs["Routing map: dominant expert per spot"] = p
-    from ..eval.islands import expert_islands
+    from .embedding import island_note
 
-    expert = allspots.obsm["spade_expert_weights"].argmax(1)
-    note = f"silhouette by expert {expert_islands(allspots.obsm['X_spade'], expert)['silhouette_by_expert']:.2f}"
-    if "X_raw" in allspots.obsm:
-        note += f"; raw features {expert_islands(allspots.obsm['X_raw'], expert)['silhouette_by_expert']:.2f}"
-    else:
+    note = island_note(allspots, "X_spade", raw="X_raw")  # the embedding's number and the drawn UMAP's
+    if "X_raw" not in allspots.obsm:
         skipped.append(f"raw-feature island number: no features for every sample in {feat_dir} (pass --features)")
     for key in ("expert", "sample", "organ", "label"):
         if key == "organ" and allspots.obs["organ"].nunique() < 2:
@@ -159,9 +158,9 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
             skipped.append("UMAP by label: no sample has pathologist labels (obs['label'])")
             continue
         p = fig_dir / f"umap_{key}.png"
-        title = f"SPADE embeddings by {key}" + (f"\n({note})" if key == "expert" else "")
+        title = f"SPADE embeddings by {key}" + (f"\n{note}" if key == "expert" else "")
         embedding(allspots, "X_spade", key, title=title, save=p)
-        figs[f"UMAP coloured by {key}" + (f" ({note})" if key == "expert" else "")] = p
+        figs[f"UMAP coloured by {key}" + (f": {note}" if key == "expert" else "")] = p
     if model.predictor is None:
         skipped.append(f"measured vs predicted expression: {cfg.model} has no expression head (spade-st fit-predictor)")
     elif show in split.get("train", []):
@@ -179,7 +178,7 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
         pa.obs_names, pa.var_names = held.obs_names, top
         pa.obsm["spatial"] = np.asarray(held.obsm["spatial"])
         p = fig_dir / "gene_maps.png"
-        gene_maps(held, pa, top, img=thumb, scale=scale, spot_size=spot, save=p)
+        gene_maps(held, pa, top, img=thumb, scale=scale, spot_size=spot, save=p, pixel_size_um=px)
         figs[f"Measured vs predicted expression ({show}, held out; the model's expression head)"] = p
     qc_path, ck_path = ModelLayout(cfg.model).clustering_qc, ModelLayout(cfg.model).choose_k
     if qc_path.is_file():
@@ -238,6 +237,13 @@ def write_report(run) -> Path:
     if not run.is_dir():
         msg = f"run folder {run} does not exist"
         raise FileNotFoundError(msg)
+    parts = {"model": ModelLayout(cfg.model).config, "embeddings": cfg.embeddings, "results": RunLayout(run).results}
+    if not any(Path(p).exists() for p in parts.values()):
+        msg = (
+            f"{run} is not a run folder: it has none of {', '.join(f'{k} ({Path(v).name})' for k, v in parts.items())}; "
+            "point at the --out of `spade-st run`/`demo`, or name the parts with --model/--embeddings"
+        )
+        raise SpadeInputError(msg)
     figs, skipped = make_figures(cfg, run / "figures")
     header = _header(cfg)
     results = RunLayout(run).results
@@ -257,6 +263,14 @@ def write_report(run) -> Path:
         *[f"<p>{html.escape(h)}</p>" for h in header],
     ]
     md = ["# spade-st report", "", f"{run} · {when}", "", *[f"{h}  " for h in header], ""]
+    said = [
+        f"{w['stage']}: {w['message']}" + ("" if w["category"] == "DataWarning" else f" ({w['category']})")
+        for w in read_warnings(run)
+    ]  # what the run's stages warned about (RUN/warnings.json)
+    parts += ["<h2>Warnings</h2>"] + (
+        ["<ul>", *[f"<li>{html.escape(w)}</li>" for w in said], "</ul>"] if said else ["<p>no warnings recorded</p>"]
+    )
+    md += ["## Warnings", "", *([f"- {w}" for w in said] or ["no warnings recorded"]), ""]
     for title, p in figs.items():
         parts += [f"<h2>{html.escape(title)}</h2>", _img_tag(p)]
         md += [f"## {title}", "", f"![{title}]({p.relative_to(run).as_posix()})", ""]

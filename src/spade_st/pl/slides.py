@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import finish, get_ax
+from ._util import finish, get_ax, scale_bar
 
 
 def attention_heatmap(
@@ -16,11 +16,13 @@ def attention_heatmap(
     title: str = "ABMIL attention",
     ax=None,
     save=None,
+    pixel_size_um: float | None = None,
 ):
     """Attention of each tile over the slide thumbnail.
 
     ``coords`` are level-0 top-left corners (extract-wsi), ``patch_level0`` the tile side in level-0 pixels,
-    ``scale`` = level-0 pixels per thumbnail pixel.
+    ``scale`` = level-0 pixels per thumbnail pixel, ``pixel_size_um`` the level-0 µm per pixel (when given: a
+    scale bar in µm).
     """
     fig, ax = get_ax(ax, (6, 6))
     ax.imshow(thumb)
@@ -34,4 +36,5 @@ def attention_heatmap(
     fig.colorbar(im, ax=ax, shrink=0.6, label="attention (min-max)")
     ax.set_axis_off()
     ax.set_title(title)
+    scale_bar(ax, pixel_size_um, scale)
     return finish(fig, save)

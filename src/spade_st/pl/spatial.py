@@ -3,7 +3,8 @@
 Coordinates are ``obsm['spatial']`` in level-0 pixels; ``img`` is an RGB thumbnail and ``scale`` the level-0
 pixels per thumbnail pixel (``spade_st.io.open_wsi(path).get_thumbnail()`` and ``dimensions[0] / width``).
 Spots are drawn as discs of their real size (``spot_size``, level-0 px; default: 0.9 x the nearest-neighbour
-spacing), tiles as squares (``tile_size``). Every panel has its own colour scale and colour bar.
+spacing), tiles as squares (``tile_size``). Every panel has its own colour scale and colour bar, and, when the
+slide's level-0 µm per pixel is given (``pixel_size_um``), a scale bar in µm.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._validation import SpadeInputError
-from ._util import categorical_colors, finish, get_ax, new_figure, robust_limits
+from ._util import categorical_colors, finish, get_ax, new_figure, robust_limits, scale_bar
 
 UNIT = "log1p(counts per 10k)"
 
@@ -94,6 +95,7 @@ def spatial(
     save=None,
     show_image: bool = True,
     r_floor: float = K.PREDICTED_R,
+    pixel_size_um: float | None = None,
 ):
     """One panel per gene or numeric ``obs`` column over the tissue, each on its own colour scale.
 
@@ -116,6 +118,8 @@ def spatial(
         With ``img``: a first panel of the H&E alone, beside the overlays.
     r_floor
         Genes whose ``var['cv_r']`` is below it (or NaN) are drawn as "not predicted".
+    pixel_size_um
+        Level-0 µm per pixel of the slide: every panel gets a scale bar in µm (none when ``None``).
 
     Returns
     -------
@@ -135,6 +139,7 @@ def spatial(
         flat[0].set_xticks([])
         flat[0].set_yticks([])
         flat[0].set_title("H&E", fontsize=10)
+        scale_bar(flat[0], pixel_size_um, scale)
     for ax, key in zip(flat[he:], keys, strict=False):
         vals, unit = _values(adata, key)
         r = _cv_r(adata, key)
@@ -154,10 +159,12 @@ def spatial(
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.5"},
             )
             ax.set_title(f"{key}: not predicted", fontsize=10)
+            scale_bar(ax, pixel_size_um, scale)
             continue
         art = draw_values(ax, xy, vals, img, size, square=tile_size is not None, cmap=cmap)
         fig.colorbar(art, ax=ax, shrink=0.7, label=unit)
         ax.set_title(key if r is None else f"{key} (CV r {r:.2f})", fontsize=10)
+        scale_bar(ax, pixel_size_um, scale)
     for ax in flat[n:]:
         ax.set_axis_off()
     if title:
@@ -172,7 +179,9 @@ def _cv_r(adata, key: str) -> float | None:
     return float(adata.var.loc[key, "cv_r"])
 
 
-def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spot_size=None, save=None):
+def gene_maps(
+    adata, predicted, genes=None, *, img=None, scale: float = 1.0, spot_size=None, save=None, pixel_size_um=None
+):
     """Measured and predicted expression of ``genes``, side by side on the tissue.
 
     Parameters
@@ -183,8 +192,8 @@ def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spo
         :func:`spade_st.tl.predict_expression` output for spots of ``adata`` (same obs names; bottom row).
     genes
         Genes to draw (any case; default: the first three of ``predicted``).
-    img, scale, spot_size, save
-        As :func:`spatial`.
+    img, scale, spot_size, save, pixel_size_um
+        As :func:`spatial` (``pixel_size_um``: a scale bar in µm on every panel).
 
     Returns
     -------
@@ -213,18 +222,21 @@ def gene_maps(adata, predicted, genes=None, *, img=None, scale: float = 1.0, spo
             art = draw_values(axes[row, j], xy, vals, img, size, cmap="magma")
             fig.colorbar(art, ax=axes[row, j], shrink=0.7, label=UNIT)
             axes[row, j].set_title(f"{g} ({lab})", fontsize=9)
+            scale_bar(axes[row, j], pixel_size_um, scale)
     return finish(fig, save)
 
 
-def routing_map(adata, *, img=None, scale: float = 1.0, spot_size=None, title: str = "", ax=None, save=None):
+def routing_map(
+    adata, *, img=None, scale: float = 1.0, spot_size=None, title: str = "", ax=None, save=None, pixel_size_um=None
+):
     """Dominant expert per spot (colour) and its weight (opacity).
 
     Parameters
     ----------
     adata
         Spots with ``obsm['spade_expert_weights']`` (from :func:`spade_st.tl.embed`) and ``obsm['spatial']``.
-    img, scale, spot_size, title, ax, save
-        As :func:`spatial`; ``ax`` draws into an existing Axes.
+    img, scale, spot_size, title, ax, save, pixel_size_um
+        As :func:`spatial`; ``ax`` draws into an existing Axes; ``pixel_size_um``: a scale bar in µm.
 
     Returns
     -------
@@ -263,5 +275,6 @@ def routing_map(adata, *, img=None, scale: float = 1.0, spot_size=None, title: s
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7, frameon=False)
     ax.set_axis_off()
     ax.set_title(title or "dominant expert (opacity = weight)")
+    scale_bar(ax, pixel_size_um, scale)
     finish(fig, save)
     return ax

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import _keys as K
 from .._atomic import atomic_path
+from .._dist import barrier, init_distributed, shard
 from .._validation import DataWarning, SpadeInputError
 
 
@@ -244,8 +245,12 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
     best = head.best_genes(cfg.n_maps)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    info = init_distributed()  # under torchrun each rank maps its share of the files
+    mine = shard(files, info)
+    for stem in set(wsis) - {f.stem for f in mine}:
+        wsis.pop(stem).close()  # another rank's slide
     written = []
-    for f in files:
+    for f in mine:
         wsi = wsis.get(f.stem)
         level0 = wsi.pixel_size_um if wsi is not None and wsi.has_pixel_size else None
         adata = read_features(f, encoder=cfg.encoder, level0_um=level0)
@@ -285,8 +290,10 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
             img=thumb,
             scale=scale,
             tile_size=None if adata.uns[K.UNS]["spots"] else side,
+            pixel_size_um=level0,  # a scale bar in µm where the slide's pixel size is known
             title=f"{f.stem}: predicted expression ({cfg.method}, {model.config.encoder} + SPADE; CV r per panel)",
             save=out / f"{f.stem}_expression.png",
         )
         written.append(out / f"{f.stem}_expression.png")
+    barrier(info)
     return written
