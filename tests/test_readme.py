@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shlex
 
+import pytest
+
 from spade_st.cli import main
 
 from conftest import HER2ST, REPO, her2st_args
@@ -119,3 +121,23 @@ def test_every_command_the_readme_shows_is_a_real_subcommand():
             if commands[sub]:  # convert <format>, bench <name>
                 assert second in commands[sub], f"`spade-st {sub} {second}`: not one of {sorted(commands[sub])}"
     assert {"demo-data", "extract", "pretrain", "report", "check"} <= set(used)
+
+
+def test_setup_line_reaches_the_cli_in_a_fresh_shell():
+    """The README's `source .venv/bin/activate` line, in a new shell with a bare PATH, puts spade-st on PATH."""
+    import subprocess
+
+    venv = REPO / ".venv" / "bin" / "activate"
+    if not venv.is_file():
+        pytest.skip("no .venv in the repository (make test / make demo creates it)")
+    text = (REPO / "README.md").read_text()
+    line = next(ln.split("#")[0].strip() for ln in text.splitlines() if ln.startswith("source .venv"))
+    r = subprocess.run(
+        ["bash", "-c", f"{line} && spade-st --help"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "usage: spade-st" in r.stdout, r.stderr[-500:]

@@ -43,6 +43,7 @@ def test_run_goes_from_root_to_report_and_resumes_byte_identical(root, tmp_path,
     out = tmp_path / "run"
     assert _run(root, out) == 0
     assert (out / "report.html").is_file() and (out / "run.json").is_file()
+    assert "skipped every tissue figure" not in capsys.readouterr().err  # the report found the data root
     files = [out / "model" / "model.safetensors", *sorted((out / "embeddings").glob("*.h5"))]
     assert len(files) == 7  # the model + every sample's embeddings (the held-out ones too)
     before = {p.name: _sha(p) for p in files}

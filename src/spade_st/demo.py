@@ -1,7 +1,8 @@
 """``spade-st demo``: the whole pipeline on the built-in synthetic dataset, ending with a report.
 
-demo-data -> extract (efficientnet_lite0, real ImageNet weights) -> pretrain (configs/demo.yaml) -> embed
--> gene-prediction check (raw features vs SPADE) -> report. Every stage reuses finished outputs.
+demo-data -> ``spade-st run --until embed`` (extract with efficientnet_lite0's real ImageNet weights, pretrain
+with configs/demo.yaml, embed) -> gene-prediction check and few-shot (raw features vs SPADE) -> report. Every
+stage reuses finished outputs.
 """
 
 from __future__ import annotations
@@ -46,11 +47,8 @@ def _stage(log: list[str], name: str, fn, run: Path | None = None):
 def run_demo(cfg: DemoConfig) -> Path:
     """Run every stage on synthetic data under ``cfg.out``; return the report path."""
     from .datasets import SyntheticConfig, synthetic
-    from .encoders.extract import ExtractConfig, extract
-    from .experts.embed import EmbedConfig, embed_features
     from .io import read_hest
-    from .train.config import load_config
-    from .train.pretrain import pretrain
+    from .run import RunConfig, run_pipeline
 
     out = Path(cfg.out)
     run = RunLayout(out)
@@ -66,14 +64,12 @@ def run_demo(cfg: DemoConfig) -> Path:
         synthetic(SyntheticConfig(out=data, samples=cfg.samples, spots=cfg.spots, seed=cfg.seed, overwrite=True))
 
     _stage(log, "demo-data", make_data, out)
-    _stage(log, "extract", lambda: extract(ExtractConfig(data=data, encoder=cfg.encoder, out=feats)), out)
     samples = read_hest(data)  # the last patient's samples are held out of pretraining: evaluated on
     held = [s.id for s in samples if s.patient == samples[-1].patient]
-    pcfg = load_config(
-        "demo", data=data, features=feats / cfg.encoder, out=model, encoder=cfg.encoder, epochs=cfg.epochs, exclude=held
+    rcfg = RunConfig(
+        "demo", data, out, exclude=held, until="embed", overrides={"encoder": cfg.encoder, "epochs": cfg.epochs}
     )
-    _stage(log, "pretrain", lambda: pretrain(pcfg), out)
-    _stage(log, "embed", lambda: embed_features(EmbedConfig(model=model, features=feats / cfg.encoder, out=emb)), out)
+    _stage(log, "extract, pretrain, embed (spade-st run)", lambda: run_pipeline(rcfg))  # it records its warnings
     table = _stage(log, "gene prediction", lambda: _gene_check(data, feats / cfg.encoder, emb, model), out)
     _stage(log, "few-shot", lambda: _fewshot(data, feats / cfg.encoder, emb, model, run.results), out)
     _stage(log, "clustering k scan", lambda: _choose_k(model), out)

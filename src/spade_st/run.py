@@ -39,6 +39,8 @@ class RunConfig:
     weights: Path | None = None  #: encoder weights (file or Hugging Face snapshot folder)
     allow_train_overlap: bool = False
     progress: bool = True
+    #: options set on top of the config, by name (:meth:`PretrainConfig.set`; ``spade-st demo`` sets ``epochs``)
+    overrides: dict = field(default_factory=dict)
 
 
 def _stages(cfg: RunConfig) -> list[str]:
@@ -68,7 +70,9 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
     if not root.is_dir():
         msg = f"data root {root} does not exist or is not a folder"
         raise FileNotFoundError(msg)
-    pcfg = load_config(cfg.config, require=(), data=root, exclude=cfg.exclude or None, device=cfg.device)
+    pcfg = load_config(
+        cfg.config, require=(), data=root, exclude=cfg.exclude or None, device=cfg.device, **cfg.overrides
+    )
     run = RunLayout(cfg.out)
     encoder = pcfg.encoder or "efficientnet_lite0"
     pcfg.encoder, pcfg.features, pcfg.out = encoder, run.features(encoder), run.model
@@ -109,9 +113,9 @@ def run_pipeline(cfg: RunConfig) -> Path | None:
             elif stage == "evaluate":
                 _evaluate(cfg, tasks, run)
             else:
-                from .pl.report import write_report
+                from .pl.report import ReportConfig, write_report
 
-                report = write_report(run.root)
+                report = write_report(ReportConfig(run.root, data=root))  # the data root may live elsewhere
         barrier(info)
         log["stages"][stage] = {"seconds": round(time.perf_counter() - t0, 1)}
         if cfg.progress:

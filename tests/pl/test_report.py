@@ -32,7 +32,8 @@ const timer = setInterval(() => {
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["demo", "--out", str(out), "--samples", "8", "--spots", "40", "--epochs", "3"]) == 0
+    # 64 spots: 6 training samples give 384 spots, enough for two experts of at least 128
+    assert main(["demo", "--out", str(out), "--samples", "8", "--spots", "64", "--epochs", "3"]) == 0
     return out
 
 
