@@ -110,7 +110,8 @@ def test_fewshot_draw_in_evaluate_equals_patho_benchs(pb):
     assert main(["evaluate", _manifest(pb, shots=3), "--out", str(pb / "res")]) == 0
     used = pd.read_csv(pb / "res" / "patho_bench_folds.csv", dtype=str)
     drawn = _membership(_their_draw(pd.read_csv(pb / "k=all.tsv", sep="\t", dtype={"case_id": str}), 3))
-    assert _key(used) == _key(drawn)
+    drawn = drawn[drawn.role != "val"]  # a few-shot probe trains on the drawn shots only, not on val rows
+    assert _key(used) == _key(drawn) and not (used.role == "val").any()
     assert (used[used.role == "train"].groupby("fold").size() == 6).all()
     assert set(pd.read_csv(pb / "res" / "results_long.csv", dtype={"k": str})["k"]) == {"3"}
 

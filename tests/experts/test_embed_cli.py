@@ -133,3 +133,10 @@ def test_trident_folder_names_are_read_as_our_encoder_names():
     assert feature_encoder("job/features_conch_v15/s.h5", {}) == "conch_v15"  # not ours: named as it is
     assert feature_encoder("job/features_uni_v1/s.h5", {"encoder": "virchow2"}) == "virchow2"  # the file wins
     assert feature_encoder("job/plain/s.h5", {}) is None
+
+
+def test_trident_encoder_attribute_names_map_too():
+    from spade_st.io.features import feature_encoder
+
+    assert feature_encoder("job/features_uni_v1/s.h5", {"encoder": "uni_v1"}) == "uni"  # as TRIDENT writes it
+    assert feature_encoder("job/x/s.h5", {"encoder": "uni_v1"}, "uni") == "uni"  # the flag agrees once mapped

@@ -83,3 +83,21 @@ def test_pl_draws_into_the_callers_axes_and_leaves_its_figure_open(tmp_path):
         assert plt.get_fignums() == [fig.number]  # the caller's figure: theirs to show or close
     finally:
         plt.close(fig)
+
+
+def test_not_predicted_only_for_a_measured_r_below_the_floor():
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from spade_st.pl import spatial
+
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(
+        X=rng.random((30, 3)).astype(np.float32),
+        var=pd.DataFrame({"cv_r": [np.nan, 0.05, 0.3]}, index=["A", "B", "C"]),
+    )
+    a.obsm["spatial"] = rng.uniform(0, 100, (30, 2))
+    fig = spatial(a, ["A", "B", "C"])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:3] == ["A (CV r n/a)", "B: not predicted", "C (CV r 0.30)"]  # a head without r is still drawn

@@ -89,6 +89,10 @@ def _feature_file(cfg: HestBenchConfig, task: str, sid: str) -> Path:
 
 
 def _check_options(cfg: HestBenchConfig) -> None:
+    if cfg.device is not None:
+        from .._dist import check_device
+
+        check_device(cfg.device)
     if (cfg.encoder is None) == (cfg.features is None):
         msg = "bench hest needs exactly one of --encoder E (extract from the patches) or --features DIR"
         raise SpadeInputError(msg)

@@ -92,7 +92,8 @@ def run_split(task, sp: PathoBenchSplit, out: Path) -> pd.DataFrame:
         bags = _bags(folder, sp)
         for f in range(sp.folds.shape[1]):
             role = sp.folds[:, f]
-            dev, test = np.flatnonzero(np.isin(role, ("train", "val"))), np.flatnonzero(role == "test")
+            fit_on = ("train",) if task.shots else ("train", "val")  # a few-shot draw rewrites train rows only
+            dev, test = np.flatnonzero(np.isin(role, fit_on)), np.flatnonzero(role == "test")
             used += [
                 {"source": name, "fold": f"fold_{f}", "sample": sp.samples[i], "role": role[i]}
                 for i in np.concatenate([dev, test])

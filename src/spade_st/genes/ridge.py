@@ -104,7 +104,7 @@ def search_alpha(
     ``criterion``: ``pearson`` (mean per-gene r, the evaluations' measure) or ``mse`` (mean squared error: the
     predictions keep the measured scale; Pearson r alone favours ever larger penalties, whose predictions
     shrink towards a constant while their correlation holds). With ``widen``, a penalty at either end of the grid extends the grid once by four decades at that end
-    (9 more values) and searches again; one still at the end is reported (``at_edge``).
+    (8 more values) and searches again; one still at the end is reported (``at_edge``).
     """
     x_train, y_train = np.asarray(x_train, np.float64), np.asarray(y_train, np.float64)
     groups = np.asarray(groups)

@@ -231,6 +231,8 @@ def feature_encoder(path: Path | str, attrs: dict, encoder: str | None = None) -
     """The encoder of a feature file: the one it names, else ``encoder`` (the user's flag), else TRIDENT's folder
     name ``features_<encoder>``; None when nothing says. A flag that contradicts the file is an error."""
     own = str(attrs.get("encoder") or "") or None
+    own = TRIDENT_NAMES.get(own, own) if own else None  # TRIDENT writes its own names (uni_v1) on the array
+    encoder = TRIDENT_NAMES.get(encoder, encoder) if encoder else None
     if own and encoder and own != encoder:
         msg = f"{path} holds {own} features, not {encoder}; drop --encoder or pass the {encoder} files"
         raise SpadeInputError(msg)

@@ -143,7 +143,7 @@ def spatial(
     for ax, key in zip(flat[he:], keys, strict=False):
         vals, unit = _values(adata, key)
         r = _cv_r(adata, key)
-        if r is not None and not (np.isfinite(r) and r >= r_floor):
+        if r is not None and np.isfinite(r) and r < r_floor:
             _canvas(ax, img, xy, size or 0.9 * _spacing(xy), alpha=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -163,7 +163,9 @@ def spatial(
             continue
         art = draw_values(ax, xy, vals, img, size, square=tile_size is not None, cmap=cmap)
         fig.colorbar(art, ax=ax, shrink=0.7, label=unit)
-        ax.set_title(key if r is None else f"{key} (CV r {r:.2f})", fontsize=10)
+        ax.set_title(
+            key if r is None else f"{key} (CV r {r:.2f})" if np.isfinite(r) else f"{key} (CV r n/a)", fontsize=10
+        )
         scale_bar(ax, pixel_size_um, scale)
     for ax in flat[n:]:
         ax.set_axis_off()

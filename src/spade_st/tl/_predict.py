@@ -207,6 +207,10 @@ def predict_slides(cfg: PredictConfig) -> list[Path]:
 
     model = SpadeModel.from_pretrained(cfg.model)
     head = model.predictor or ExpressionPredictor.load(cfg.model)  # no head: the error says how to add one
+    if cfg.genes:
+        from ..genes.symbols import unique_names
+
+        cfg.genes = unique_names(cfg.genes)  # ERBB2 and erbb2 are one gene
     head.gene_index(cfg.genes)  # unknown genes refused before any work
     fix = "make them with `spade-st extract-wsi --wsi SLIDE` (or TRIDENT)"
     files = [f for p in cfg.features for f in feature_files(p, "feature files", fix)]
