@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
+	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[all,dev,scverse]'
 	@touch $(STAMP)
 
 demo: install

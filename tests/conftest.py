@@ -81,6 +81,30 @@ def her2st_args(section: str, out: Path) -> list[str]:
     return args
 
 
+
+def readme_blocks(section: str, lang: str) -> list[str]:
+    """The ``lang`` code blocks of the README section whose heading is ``section`` (up to the next heading)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    body = re.split(r"\n#+ ", text.split(f"\n{section}\n", 1)[1], maxsplit=1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", body, re.S)
+
+
+def with_values(code: str, **values) -> str:
+    """``code`` with its ``NAME = ...`` (or ``A, B = ...``) lines giving the tests' values; each name must be set there."""
+    lines, done = [], set()
+    for ln in code.splitlines():
+        names = [n.strip() for n in ln.split("=", 1)[0].split(",")] if "=" in ln and not ln.startswith(" ") else []
+        if names and all(n in values for n in names):
+            lines.append(f"{', '.join(names)} = {', '.join(repr(str(values[n])) for n in names)}")
+            done.update(names)
+        else:
+            lines.append(ln)
+    missing = set(values) - done
+    assert not missing, f"the README block no longer sets {sorted(missing)}"
+    return "\n".join(lines) + "\n"
+
 @pytest.fixture(scope="session")
 def her2st_root(tmp_path_factory) -> Path:
     """All five real her2st sections converted through the CLI (once per test session)."""
@@ -112,7 +136,7 @@ def her2st_features(her2st_root, tmp_path_factory) -> Path:
 
 
 #: fixtures that convert or run something big: a test that uses one is ``slow`` (left out of the inner loop)
-SLOW_FIXTURES = {"her2st_root", "her2st_features", "demo_run", "real_feats", "her2st_model"}
+SLOW_FIXTURES = {"her2st_root", "her2st_features", "demo_run", "real_feats", "her2st_model", "lite0_model"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -120,3 +144,4 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+

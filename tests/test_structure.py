@@ -24,6 +24,7 @@ LAYERS = {
     "demo": 8,
     "run": 8,
     "doctor": 8,
+    "lazyslide": 8,
     "_commands": 9,
     "cli": 10,
 }

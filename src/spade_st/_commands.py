@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import fields
 
 
@@ -27,11 +28,32 @@ def _cmd_convert(args) -> int:
     elif args.format == "visium":
         cfg = from_args(io.VisiumConfig, args)
         root = io.convert_visium(cfg)
+    elif args.format == "spatialdata":
+        cfg = from_args(io.SpatialDataConfig, args)
+        root = io.convert_spatialdata(cfg)
     else:
         cfg = from_args(io.AnnDataConfig, args)
         root = io.convert_anndata(cfg)
     n = len(io.PatchFile(io.Layout(root).patches(args.sample_id)))
     echo(f"wrote sample {args.sample_id} ({n} patches) to {root}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .io import to_spatialdata
+
+    sdata = to_spatialdata(
+        data=args.data,
+        sample_id=args.sample_id,
+        prediction=args.prediction,
+        wsi=args.wsi,
+        features=args.features,
+        pixel_size_um=args.pixel_size_um,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    said = ", ".join(f"{k} ({v.n_obs} rows)" for k, v in sdata.tables.items())
+    echo(f"wrote {args.out}: images {list(sdata.images)}, shapes {list(sdata.shapes)}, tables {said}")
     return 0
 
 
@@ -81,7 +103,7 @@ def _cmd_extract(args) -> int:
     from .encoders.extract import ExtractConfig, extract
 
     paths = extract(from_args(ExtractConfig, args))
-    echo(f"{len(paths)} feature file(s) in {args.out / args.encoder}")
+    echo(f"{len(paths)} feature file(s) in {paths[0].parent if paths else args.out}")
     return 0
 
 
@@ -89,7 +111,7 @@ def _cmd_extract_wsi(args) -> int:
     from .encoders.extract_wsi import ExtractWsiConfig, extract_wsi
 
     paths = extract_wsi(from_args(ExtractWsiConfig, args))
-    echo(f"{len(paths)} slide feature file(s) in {args.out / args.encoder}")
+    echo(f"{len(paths)} slide feature file(s) in {paths[0].parent if paths else args.out}")
     return 0
 
 
@@ -234,3 +256,33 @@ def _cmd_doctor(args) -> int:
     rows = run_doctor(args.data, args.weights_dir, getattr(args, "config", None))
     echo(format_report(rows))
     return 1 if failed_needed(rows) else 0  # optional items missing: still 0
+
+
+def _cmd_finetune(args) -> int:
+    from .train.finetune import finetune
+    from .train.finetune_config import FinetuneConfig, load_finetune_config
+
+    names = {f for f in FinetuneConfig.__dataclass_fields__} - {"progress"}
+    out = finetune(load_finetune_config(args.config, **{k: v for k, v in vars(args).items() if k in names}))
+    echo(f"encoder folder: {out} (use it as --encoder finetuned:{out})")
+    return 0
+
+
+def _cmd_view(args) -> int:
+    from .pl.viewer import ViewConfig, write_viewers
+
+    pages = write_viewers(from_args(ViewConfig, args))
+    echo(f"{len(pages)} viewer(s): open {pages[0]}" + (f" (and {len(pages) - 1} more)" if len(pages) > 1 else ""))
+    return 0
+
+
+def _cmd_predict_view(args) -> int:
+    """``predict``, then ``view`` of its slides when ``--view`` is given (refused before any work without --wsi)."""
+    if args.view is not None and not args.wsi:
+        msg = "--view draws the slides: pass --wsi SLIDE with it (the slides of the feature files)"
+        raise ValueError(msg)
+    code = _cmd_predict(args)
+    if args.view is None or code:
+        return code
+    view = argparse.Namespace(**{**vars(args), "predictions": args.out, "out": args.view, "sample": None})
+    return _cmd_view(view)

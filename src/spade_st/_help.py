@@ -39,6 +39,20 @@ ABOUT = {
         "spade-st convert anndata --adata S1.h5ad --image S1.tif --sample-id S1 --species 'Homo sapiens' "
         "--pixel-size-um 0.5 --out HEST_ROOT",
     ),
+    "convert spatialdata": (
+        "Write one table of spots of a SpatialData store (spatialdata-io's Visium reader, `spade-st export "
+        "spatialdata`) with its image as a HEST-layout sample; needs the [scverse] extra.",
+        "spade-st convert spatialdata --zarr visium.zarr --sample-id S1 --species 'Mus musculus' --out HEST_ROOT",
+    ),
+    "export": (
+        "Write spade-st's samples and predictions in another tool's format.",
+        "spade-st export spatialdata --data HEST_ROOT --sample-id C2 --features FEATS/efficientnet_lite0 --out C2.zarr",
+    ),
+    "export spatialdata": (
+        "Write a HEST sample (image, spot circles, counts, features) or a predicted slide (image, tile squares, "
+        "predicted genes) as a SpatialData .zarr, in pixel and µm coordinates; needs the [scverse] extra.",
+        "spade-st export spatialdata --prediction preds/slide.h5ad --wsi slide.svs --out slide.zarr",
+    ),
     "demo-data": (
         "Write the built-in synthetic dataset (a few samples over three organs) in the HEST layout.",
         "spade-st demo-data --out runs/demo-data --samples 6",
@@ -63,6 +77,11 @@ ABOUT = {
         "Train the SPADE experts on a HEST root's features (resumable; DDP under torchrun).",
         "spade-st pretrain --config her2st --data HEST_ROOT --features FEATS/efficientnet_lite0 --out runs/model",
     ),
+    "finetune": (
+        "Fine-tune an encoder against the spots' expression (last CNN blocks with a cached prefix, or LoRA on a "
+        "ViT) on pretrain's patient-disjoint split; writes an encoder folder that --encoder finetuned:DIR reads.",
+        "spade-st finetune --data HEST_ROOT --encoder efficientnet_lite0 --out runs/ft --exclude C4",
+    ),
     "run": (
         "The whole pipeline on one HEST-layout root into one run folder (the layout `spade-st report` reads). "
         "Each stage skips what is already complete; rerun the same command after an interruption. "
@@ -86,6 +105,11 @@ ABOUT = {
     "predict": (
         "Predict the expression of every tile of a slide from a model folder's expression head.",
         "spade-st predict --model runs/model --features FEATS/efficientnet_lite0/slide.h5 --wsi slide.svs --out pred",
+    ),
+    "view": (
+        "Write a zoomable viewer of each slide (tile pyramid + predicted genes, routing, measured expression) "
+        "that opens from disk in a browser: no server, no network. Finished pyramid levels are reused.",
+        "spade-st view --wsi slide.svs --predictions pred --model runs/model --out view",
     ),
     "fit-predictor": (
         "Fit (or refit) a model folder's expression head on the spots of a HEST root.",

@@ -11,6 +11,7 @@ EXTRAS = {
     "faiss": "faiss-cpu",
     "survival": "scikit-survival",
     "encoders": "timm",
+    "scverse": "lazyslide, wsidata, spatialdata",
 }
 
 

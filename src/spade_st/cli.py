@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._cli_convert import NO_DEFAULT, _add_convert, _add_export
 from ._commands import (
     _cmd_bench,
     _cmd_check,
@@ -17,101 +18,24 @@ from ._commands import (
     _cmd_embed,
     _cmd_encoders,
     _cmd_evaluate,
+    _cmd_export,
     _cmd_extract,
     _cmd_extract_wsi,
+    _cmd_finetune,
     _cmd_fit_predictor,
-    _cmd_predict,
+    _cmd_predict_view,
     _cmd_pretrain,
     _cmd_report,
     _cmd_run,
+    _cmd_view,
 )
 from ._help import about
 
 #: ArgumentDefaultsHelpFormatter appends "(default: <value>)" to every help text that does not mention
 #: ``%(default)``. Help texts that say in words what an unset (None) flag means end with NO_DEFAULT: it prints
 #: nothing and keeps "(default: None)" from contradicting them.
-NO_DEFAULT = "%(default).0s"
 DEVICE_HELP = "torch device, e.g. cuda, cuda:1 or cpu (default: CUDA if available, else CPU)" + NO_DEFAULT
 FMT = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-
-
-def _add_convert(sub) -> None:
-    conv = sub.add_parser("convert", help="convert a dataset into the HEST-1k layout", **about("convert"))
-    csub = conv.add_subparsers(dest="format", required=True)
-
-    h = csub.add_parser(
-        "her2st",
-        help="legacy ST tables (her2st): counts .tsv.gz + spot selection + H&E image",
-        **about("convert her2st"),
-    )
-    h.add_argument("--counts", type=Path, required=True, help="counts table .tsv(.gz): spots (XxY) x genes, raw counts")
-    h.add_argument(
-        "--spots", type=Path, required=True, help="spot selection .tsv(.gz) with x y pixel_x pixel_y selected"
-    )
-    h.add_argument("--image", type=Path, required=True, help="the section's full-resolution H&E image")
-    h.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
-    h.add_argument("--pixel-size-um", type=float, required=True, help="µm per pixel of --image")
-    h.add_argument("--out", type=Path, required=True, help="HEST-layout root to write into (created if missing)")
-    h.add_argument("--coord-scale", type=float, default=1.0, help="multiply spot pixel coords (for a downscaled image)")
-    h.add_argument("--organ", default="Breast", help="organ recorded in the sample metadata")
-    h.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
-    h.add_argument("--labels", type=Path, help="pathologist labels S_labeled_coordinates.tsv -> obs['label']")
-    h.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
-
-    v = csub.add_parser("visium", help="a Space Ranger output folder", **about("convert visium"))
-    v.add_argument(
-        "--spaceranger", type=Path, required=True, help="Space Ranger outs/ folder (filtered matrix .h5 + spatial/)"
-    )
-    v.add_argument(
-        "--image", type=Path, help="full-resolution H&E (default: spatial/tissue_hires_image.png)" + NO_DEFAULT
-    )
-    v.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
-    v.add_argument("--out", type=Path, required=True, help="HEST-layout root to write into (created if missing)")
-    v.add_argument(
-        "--pixel-size-um",
-        type=float,
-        help="µm per pixel of the image (default: the image's tags, else from the 55 µm spot diameter)" + NO_DEFAULT,
-    )
-    v.add_argument("--organ", default="unknown", help="organ recorded in the sample metadata")
-    v.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
-    v.add_argument("--species", default="Homo sapiens", help="species recorded in the sample metadata")
-    v.add_argument(
-        "--duplicate-genes",
-        choices=["error", "sum"],
-        default="sum",
-        help="repeated gene names: refuse (error) or add their counts (sum)",
-    )
-    v.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
-
-    a = csub.add_parser(
-        "anndata", help="an .h5ad with raw counts and obsm['spatial'] + its H&E image", **about("convert anndata")
-    )
-    a.add_argument("--adata", type=Path, required=True, help=".h5ad with raw counts and spot centres in image pixels")
-    a.add_argument("--image", type=Path, required=True, help="full-resolution H&E image the spot centres refer to")
-    a.add_argument("--sample-id", required=True, help="id of the sample in the HEST root (file names, metadata)")
-    a.add_argument("--out", type=Path, required=True, help="HEST-layout root to write into (created if missing)")
-    a.add_argument(
-        "--pixel-size-um",
-        type=float,
-        help="µm per pixel of --image (default: the image's tags, else uns['spatial'] scale factors)" + NO_DEFAULT,
-    )
-    a.add_argument("--layer", help="take raw counts from this layer ('raw' for adata.raw; default: X)" + NO_DEFAULT)
-    a.add_argument("--spatial-key", default="spatial", help="obsm key of the spot centres (x, y in --image pixels)")
-    a.add_argument("--organ", default="unknown", help="organ recorded in the sample metadata")
-    a.add_argument(
-        "--species",
-        help="species recorded in the metadata, e.g. 'Homo sapiens' (default: the AnnData's uns/obs 'species' or "
-        "'organism'; required when it has none)" + NO_DEFAULT,
-    )
-    a.add_argument("--patient", help="patient id in the metadata (default: the sample id)" + NO_DEFAULT)
-    a.add_argument("--st-technology", default="unknown", help="ST technology recorded in the metadata, e.g. Visium")
-    a.add_argument(
-        "--duplicate-genes",
-        choices=["error", "sum"],
-        default="error",
-        help="repeated gene names: refuse (error) or add their counts (sum)",
-    )
-    a.add_argument("--overwrite", action="store_true", help="replace the sample if --out already has it")
 
 
 def _add_pretrain(sub) -> None:
@@ -192,6 +116,33 @@ def _add_pretrain(sub) -> None:
     )
 
 
+def _add_finetune(sub) -> None:
+    ft = sub.add_parser(
+        "finetune", help="fine-tune an encoder against spot expression (an encoder folder)", **about("finetune")
+    )
+    ft.add_argument("--data", type=Path, help="HEST-layout root; required here or in --config" + NO_DEFAULT)
+    ft.add_argument("--encoder", help="registered encoder to fine-tune (default: efficientnet_lite0)" + NO_DEFAULT)
+    ft.add_argument("--weights", type=Path, help="its local weights (default: as `extract`)" + NO_DEFAULT)
+    ft.add_argument("--out", type=Path, help="encoder folder to write (rerun to resume)" + NO_DEFAULT)
+    ft.add_argument("--exclude", nargs="+", help="sample ids kept out of every step (default: none)" + NO_DEFAULT)
+    ft.add_argument("--config", type=Path, help="YAML of finetune options; flags override it" + NO_DEFAULT)
+    ft.add_argument("--seed", type=int, help="split, heads, order, views and dropout (default: 42)" + NO_DEFAULT)
+    ft.add_argument(
+        "--permute-expression",
+        action="store_true",
+        default=None,
+        help="control: permute expression rows across the spots of each section" + NO_DEFAULT,
+    )
+    ft.add_argument("--method", choices=["auto", "blocks", "lora"], help="what trains (default: auto)" + NO_DEFAULT)
+    ft.add_argument("--train-blocks", type=int, help="CNNs: last N blocks trained (default: 2)" + NO_DEFAULT)
+    ft.add_argument("--epochs", type=int, help="most epochs (default: 20)" + NO_DEFAULT)
+    ft.add_argument(
+        "--views", type=int, choices=[1, 2, 4, 8], help="dihedral views per patch (default: 8)" + NO_DEFAULT
+    )
+    ft.add_argument("--cache-dir", type=Path, help="prefix cache folder (default: OUT/cache)" + NO_DEFAULT)
+    ft.add_argument("--device", help=DEVICE_HELP)
+
+
 def _add_run(sub) -> None:
     from .run import STAGES
 
@@ -258,12 +209,42 @@ def _add_bench_hest(bsub) -> None:
     bt.add_argument("--device", help=DEVICE_HELP)
 
 
+def _add_view(sub) -> None:
+    vw = sub.add_parser(
+        "view", help="a zoomable slide viewer of predicted expression that opens from disk", **about("view")
+    )
+    vw.add_argument("--wsi", type=Path, nargs="+", required=True, help="the slide(s) the predictions were made on")
+    vw.add_argument(
+        "--predictions", type=Path, required=True, help="what `spade-st predict --out` wrote (or one .h5ad)"
+    )
+    vw.add_argument("--out", type=Path, required=True, help="writes OUT/<slide>/index.html, its tiles and overlays")
+    vw.add_argument(
+        "--sample",
+        nargs="+",
+        help="the predictions' names of the --wsi slides, in order (default: the slides' file stems)" + NO_DEFAULT,
+    )
+    vw.add_argument(
+        "--model", type=Path, help="model folder: adds the expert routing of each tile (default: none)" + NO_DEFAULT
+    )
+    vw.add_argument(
+        "--data",
+        type=Path,
+        help="HEST root: adds measured expression where a slide is one of its samples (default: none)" + NO_DEFAULT,
+    )
+    vw.add_argument(
+        "--pixel-size-um",
+        type=float,
+        help="level-0 µm/px of slides that record none (default: the slide's, else the feature file's)" + NO_DEFAULT,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade-st", description="SPADE: ST-shaped pathology embeddings", **FMT)
     p.add_argument("--version", action="version", version=f"spade-st {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     _add_convert(sub)
+    _add_export(sub)
     d = sub.add_parser("demo-data", help="write the built-in synthetic dataset (HEST layout)", **about("demo-data"))
     d.add_argument("--out", type=Path, required=True, help="HEST-layout root to write")
     d.add_argument("--samples", type=int, default=6, help="number of samples (spread over 3 organs)")
@@ -325,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ew.add_argument("--overwrite", action="store_true", help="recompute feature files that are already complete")
     sub.add_parser("encoders", help="list the registered encoders", **about("encoders"))
     _add_pretrain(sub)
+    _add_finetune(sub)
     _add_run(sub)
     em = sub.add_parser("embed", help="SPADE embeddings of feature files", **about("embed"))
     em.add_argument("--model", type=Path, required=True, help="model folder (the --out of `spade-st pretrain`)")
@@ -402,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the slides' organ, checked against the organs the head was fitted on (default: from --data, else "
         "a one-line caveat)" + NO_DEFAULT,
     )
+    pr.add_argument(
+        "--view",
+        type=Path,
+        help="also write the zoomable viewer of each --wsi slide into VIEW/<slide>/ (as `spade-st view`; default: "
+        "none)" + NO_DEFAULT,
+    )
+    _add_view(sub)
     fp = sub.add_parser(
         "fit-predictor",
         help="fit (or refit) a model's expression head on a HEST root's spots",
@@ -463,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _COMMANDS = {
     "convert": _cmd_convert,
+    "export": _cmd_export,
     "demo-data": _cmd_demo_data,
     "demo": _cmd_demo,
     "check": _cmd_check,
@@ -470,12 +460,14 @@ _COMMANDS = {
     "extract-wsi": _cmd_extract_wsi,
     "encoders": _cmd_encoders,
     "pretrain": _cmd_pretrain,
+    "finetune": _cmd_finetune,
     "embed": _cmd_embed,
     "bench": _cmd_bench,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
     "run": _cmd_run,
-    "predict": _cmd_predict,
+    "predict": _cmd_predict_view,
+    "view": _cmd_view,
     "fit-predictor": _cmd_fit_predictor,
     "doctor": _cmd_doctor,
 }

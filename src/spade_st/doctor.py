@@ -21,6 +21,8 @@ PACKAGES = {
     "timm": ("timm", "pip install 'spade-st[encoders]'"),
     "torchvision": ("torchvision", "pip install 'spade-st[encoders]'"),
     "scanpy": ("scanpy", "pip install 'spade-st[genes]'"),
+    "lazyslide": ("lazyslide", "pip install 'spade-st[scverse]' (spade_st.lazyslide)"),
+    "spatialdata": ("spatialdata", "pip install 'spade-st[scverse]' (convert/export spatialdata)"),
 }
 
 

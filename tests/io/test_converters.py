@@ -154,3 +154,38 @@ def test_anndata_converter_refuses_lognormalised_then_takes_layer(tmp_path, crop
     # pixel size inferred from uns['spatial'] scalefactors (55 µm spot)
     diam = next(iter(a.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"]
     assert s.pixel_size_um == pytest.approx(55.0 / diam)
+
+
+def test_spatialdata_io_visium_store_converts(tmp_path, spaceranger, crop):
+    """A Visium sample as spatialdata-io's own reader lays it out (spots in full-resolution pixels, the hires
+    image in its own system) converts with the full image, its spot centres and the 55 µm spot's pixel size."""
+    sdio = pytest.importorskip("spatialdata_io", reason="needs the [scverse] extra: pip install 'spade-st[scverse]'")
+    import shutil
+
+    from PIL import Image
+
+    a, counts = crop
+    d, _, _ = spaceranger
+    lib = next(iter(a.uns["spatial"].values()))
+    f = lib["scalefactors"]["tissue_hires_scalef"]
+    with Image.open(SQUIDPY / "test_img.jpg") as im:  # a hires image of this crop at the crop's scale factor
+        im.resize((round(im.width * f), round(im.height * f))).save(d / "spatial" / "tissue_hires_image.png")
+    shutil.copy(SQUIDPY / "test_img.jpg", d / "full.jpg")
+    sdata = sdio.visium(d, dataset_id="V1", fullres_image_file="full.jpg")
+    sdata.write(tmp_path / "v1.zarr")
+    args = ["convert", "spatialdata", "--zarr", str(tmp_path / "v1.zarr"), "--sample-id", "V1", "--out", str(tmp_path / "r")]
+    assert main([*args, "--species", "Mus musculus"]) == 0
+    s = read_hest(tmp_path / "r", ids=["V1"])[0]
+    assert list(s.adata.obs_names) == list(a.obs_names)
+    np.testing.assert_array_equal(np.asarray(s.adata.X.todense()), counts)
+    np.testing.assert_allclose(s.adata.obsm["spatial"], a.obsm["spatial"], atol=1e-6)  # the full image's pixels
+    assert s.pixel_size_um == pytest.approx(55.0 / lib["scalefactors"]["spot_diameter_fullres"], rel=1e-6)
+    assert s.meta["spot_diameter"] == pytest.approx(55.0)
+    # the hires image alone (no full image): spots are carried into its pixels by the store's scale factor
+    del sdata.images["V1_full_image"]
+    sdata.write(tmp_path / "hires.zarr")
+    args[3], args[5], args[-1] = str(tmp_path / "hires.zarr"), "H1", str(tmp_path / "r2")
+    assert main([*args, "--species", "Mus musculus"]) == 0
+    h = read_hest(tmp_path / "r2", ids=["H1"])[0]
+    np.testing.assert_allclose(h.adata.obsm["spatial"], a.obsm["spatial"] * f, atol=1e-4)
+    assert h.pixel_size_um == pytest.approx(s.pixel_size_um / f, rel=1e-6)

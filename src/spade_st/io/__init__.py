@@ -6,6 +6,8 @@ from .her2st import Her2stConfig, convert_her2st, read_her2st
 from .hest import HestSample, PatchFile, read_hest
 from .layout import Layout, read_metadata
 from .patches import extract_patch, iter_patches, patch_box, patch_coords
+from .spatialdata_in import SpatialDataConfig, convert_spatialdata
+from .spatialdata_out import to_spatialdata, write_spatialdata
 from .tiff import write_pyramidal_tiff
 from .visium import VisiumConfig, convert_visium, read_10x_h5
 from .writer import SampleMeta, write_sample
@@ -20,9 +22,11 @@ __all__ = [
     "Layout",
     "PatchFile",
     "SampleMeta",
+    "SpatialDataConfig",
     "VisiumConfig",
     "convert_anndata",
     "convert_her2st",
+    "convert_spatialdata",
     "convert_visium",
     "extract_patch",
     "iter_patches",
@@ -36,7 +40,9 @@ __all__ = [
     "read_hest",
     "read_image",
     "read_metadata",
+    "to_spatialdata",
     "write_features",
     "write_pyramidal_tiff",
     "write_sample",
+    "write_spatialdata",
 ]
