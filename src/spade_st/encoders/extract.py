@@ -95,9 +95,9 @@ def extract(cfg: ExtractConfig) -> list[Path]:
     samples = read_hest(cfg.data, ids=cfg.ids)
     mine = shard(samples, info)
     encoder = create_encoder(cfg.encoder, weights=cfg.weights, device=default_device(info, cfg.device))
-    out_dir = Path(cfg.out) / cfg.encoder
+    out_dir = Path(cfg.out) / encoder.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    expect = {"encoder": cfg.encoder, "weights_sha256": encoder.weights_sha256}
+    expect = {"encoder": encoder.name, "weights_sha256": encoder.weights_sha256}
     todo, paths = [], []
     for s in mine:
         path = out_dir / f"{s.id}.h5"

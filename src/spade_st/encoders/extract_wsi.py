@@ -137,7 +137,7 @@ def extract_wsi(cfg: ExtractWsiConfig) -> list[Path]:
     info = init_distributed(cfg.device)
     slides = _survey(cfg, list(cfg.wsi))
     encoder = create_encoder(cfg.encoder, weights=cfg.weights, device=default_device(info, cfg.device))
-    out_dir = Path(cfg.out) / cfg.encoder
+    out_dir = Path(cfg.out) / encoder.name
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for sl in shard(slides, info):
@@ -145,7 +145,7 @@ def extract_wsi(cfg: ExtractWsiConfig) -> list[Path]:
         written.append(dst)
         s = patch_scale(sl.pixel_size_um, cfg.target_um)
         expect = {
-            "encoder": cfg.encoder,
+            "encoder": encoder.name,
             "weights_sha256": encoder.weights_sha256,
             "level0_pixel_size_um": sl.pixel_size_um,
             "pixel_size_um": float(cfg.target_um),

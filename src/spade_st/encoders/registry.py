@@ -68,8 +68,12 @@ def list_encoders() -> list[str]:
 
 
 def get_spec(name: str) -> EncoderSpec:
-    """The spec of ``name``; an unknown name raises with the closest registered names."""
+    """The spec of ``name`` (or of a ``finetuned:DIR`` folder); an unknown name raises with the closest names."""
     _load_families()
+    from .finetuned import finetuned_spec, is_finetuned
+
+    if is_finetuned(name):
+        return finetuned_spec(name)
     if name not in _REGISTRY:
         msg = f"unknown encoder {name!r}{did_you_mean(name, _REGISTRY)}; registered: {', '.join(sorted(_REGISTRY))}"
         raise ValueError(msg)
@@ -101,8 +105,12 @@ def create_encoder(name: str, weights=None, device: str | torch.device | None = 
     from functools import partial
 
     from .base import Encoder
+    from .finetuned import is_finetuned
     from .weights import resolve_weights
 
+    if is_finetuned(name) and weights is not None:
+        msg = f"{name} carries its own weights (model.safetensors); drop --weights"
+        raise ValueError(msg)
     spec = get_spec(name)
     path = resolve_weights(spec, weights)  # a missing file is refused before anything is built
     backbone = build_backbone(name, **overrides)

@@ -1,0 +1,147 @@
+"""The options of ``spade-st finetune``: one dataclass, loaded from YAML, overridden by flags, checked first."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml_mapping
+
+METHODS = ("auto", "blocks", "lora")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning a registered encoder against spot expression (see :func:`spade_st.train.finetune.finetune`).
+
+    Parameters
+    ----------
+    data, out
+        HEST-layout root; the encoder folder to write (``extract --encoder finetuned:OUT`` reads it).
+    encoder, weights, arch
+        A registered encoder, its local weights (default: as ``extract``), architecture overrides (tests).
+    exclude, val_fraction, group_key, seed
+        The patient-disjoint split, exactly as ``pretrain`` makes it (``make_split``); ``seed`` also seeds
+        the heads, LoRA, each epoch's order, views and dropout.
+    permute_expression
+        The ST-free control: expression rows permuted across the spots of each section.
+    method
+        ``blocks`` (CNNs: the last ``train_blocks`` blocks), ``lora`` (ViTs), ``auto`` (blocks where the
+        encoder has a block rule, else LoRA).
+    views
+        Dihedral views of each patch: 1 (as is), 2 (+ mirrored), 4 (the four quarter turns), 8 (all eight);
+        each epoch gives each spot one view at random. On the cached path the prefix is computed once per view.
+    cache_prefix, cache_dir
+        Compute the frozen prefix once and memory-map it (default folder ``OUT/cache``); False runs the whole
+        network every epoch (needed for ``jitter``).
+    jitter
+        Colour jitter strength (brightness, contrast, saturation factors in [1 - j, 1 + j]); whole network only.
+    """
+
+    data: Path | None = None
+    out: Path | None = None
+    encoder: str = "efficientnet_lite0"
+    weights: Path | None = None
+    arch: dict = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    group_key: str = "organ"
+    seed: int = 42
+    permute_expression: bool = False
+    n_top_genes: int = 50
+    method: str = "auto"
+    train_blocks: int = 2
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])
+    views: int = 8
+    cache_prefix: bool = True
+    cache_dir: Path | None = None
+    jitter: float = 0.0
+    out_dim: int = 256
+    dropout: float = 0.1
+    tau: float = 1.0
+    recon_weight: float = 0.0
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 1e-2
+    epochs: int = 20
+    batch_size: int = 128
+    early_stop: int = 5
+    device: str | None = None
+    progress: bool = True
+
+    #: fields that say where things are or how they are shown, not what is trained (left out of the record)
+    LOCAL = ("out", "cache_dir", "device", "progress")
+
+    def resolved_method(self) -> str:
+        """``blocks`` or ``lora`` (``auto`` resolved by the encoder's family)."""
+        if self.method != "auto":
+            return self.method
+        from ..encoders.finetuned import is_finetuned
+        from ..encoders.partial import has_units
+
+        return "blocks" if not is_finetuned(self.encoder) and has_units(self.encoder) else "lora"
+
+    def validate(self) -> FinetuneConfig:
+        """Check every option before any work; one-line errors that say the fix."""
+        checks = [
+            (self.data is not None, "finetune needs --data ROOT (a HEST-layout root)"),
+            (self.out is not None, "finetune needs --out DIR (the encoder folder to write)"),
+            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
+            (self.views in (1, 2, 4, 8), f"views must be 1, 2, 4 or 8, got {self.views}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (a contrastive batch), got {self.batch_size}"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.train_blocks >= 1, f"train_blocks must be >= 1, got {self.train_blocks}"),
+            (self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}"),
+            (0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}"),
+            (self.recon_weight >= 0, f"recon_weight must be >= 0, got {self.recon_weight}"),
+            (self.early_stop >= 0, f"early_stop must be >= 0 (0: off), got {self.early_stop}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SpadeInputError(msg)
+        method = self.resolved_method()
+        if self.jitter > 0 and method == "blocks" and self.cache_prefix:
+            msg = "colour jitter needs the whole network each epoch: set cache_prefix: false (or jitter: 0)"
+            raise SpadeInputError(msg)
+        from ..encoders.finetuned import is_finetuned
+
+        if is_finetuned(self.encoder):
+            msg = f"fine-tune the base encoder, not {self.encoder}: pass its registered name (spade-st encoders)"
+            raise SpadeInputError(msg)
+        if method == "blocks":
+            from ..encoders.partial import has_units
+
+            if not has_units(self.encoder):
+                msg = f"encoder {self.encoder!r} has no block rule for method 'blocks'; use method: lora"
+                raise SpadeInputError(msg)
+        return self
+
+    def record(self) -> dict:
+        """The options that decide the result (JSON-ready): what ``config.json`` and the checkpoint key hold."""
+        from .._atomic import plain
+
+        d = plain(self)
+        for k in self.LOCAL:
+            d.pop(k, None)
+        return d | {"method": self.resolved_method()}
+
+
+def load_finetune_config(path=None, **flags) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from YAML ``path`` (optional) with ``flags`` (None: not given) on top.
+
+    Unknown keys and values of the wrong type are one-line errors with a did-you-mean, before any work.
+    """
+    names = {f.name: f for f in fields(FinetuneConfig)}
+    values = dict(read_yaml_mapping(path, "finetune config")) if path is not None else {}
+    values |= {k: v for k, v in flags.items() if v is not None}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        msg = f"unknown finetune option {unknown[0]!r}{did_you_mean(unknown[0], names)}"
+        raise SpadeInputError(msg)
+    hints = typing.get_type_hints(FinetuneConfig)
+    out = {k: v if k == "arch" else coerce_value(v, hints[k], f"finetune option {k}") for k, v in values.items()}
+    return FinetuneConfig(**out)
