@@ -277,3 +277,22 @@ def test_fit_predictor_refuses_unknown_genes(her2st_model, her2st_root, her2st_f
     assert main([*fp, "--genes", "ERBB2", "NOTAGENE1"]) == 1
     assert "'NOTAGENE1'" in capsys.readouterr().err
     assert (her2st_model / "predictor.json").read_bytes() == before
+
+
+def test_predict_view_writes_the_viewer_with_routing(her2st_model, her2st_root, her2st_features, tmp_path, capsys):
+    """``predict --view``: the maps, then the viewer of the slide, routed by the model on the predicted spots."""
+    view = tmp_path / "view"
+    args = ["predict", "--model", str(her2st_model), "--features", str(her2st_features / "A1.h5")]
+    args += ["--wsi", str(her2st_root / "wsis" / "A1.tif"), "--out", str(tmp_path / "maps"), "--view", str(view)]
+    assert main(args) == 0
+    page = view / "A1" / "index.html"
+    assert page.is_file() and (view / "A1" / "data" / "routing.js").is_file()
+    assert "routing" in page.read_text() and 'src="http' not in page.read_text()
+    levels = sorted(int(p.name) for p in (view / "A1" / "tiles").iterdir() if p.name.isdigit())
+    assert levels == list(range(len(levels))) and len(levels) >= 4  # one tile at level 0 up to 2000 px
+    done = json.loads((view / "A1" / "tiles" / str(levels[-1]) / "done.json").read_text())
+    assert done  # the last (full-resolution) level is recorded as finished
+    no_wsi = ["predict", "--model", str(her2st_model), "--features", str(her2st_features / "A1.h5")]
+    assert main([*no_wsi, "--out", str(tmp_path / "m2"), "--view", str(tmp_path / "v2")]) == 1
+    assert "--view draws the slides: pass --wsi" in capsys.readouterr().err
+    assert not (tmp_path / "m2").exists()  # refused before predicting

@@ -104,8 +104,9 @@ class _Said(dict):
         self[reason] = None
 
 
-def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], list[str]]:
-    """Draw every figure the run's files allow; returns ({title: png path}, [what was skipped and why])."""
+def make_figures(cfg: ReportConfig, fig_dir: Path, shown: list[str] | None = None) -> tuple[dict[str, Path], list[str]]:
+    """Draw every figure the run's files allow; returns ({title: png path}, [what was skipped and why]).
+    ``shown`` (a list) gets the id of the section the tissue figures draw."""
     from ..experts.model import SpadeModel
     from ..io import read_hest
     from ..train.splits import held_out
@@ -130,6 +131,8 @@ def make_figures(cfg: ReportConfig, fig_dir: Path) -> tuple[dict[str, Path], lis
     samples = {s.id: s for s in read_hest(cfg.data)}
     show = next((i for i in held_out(split) if (cfg.embeddings / f"{i}.h5").is_file()), split["train"][0])
     s = samples[show]
+    if shown is not None:
+        shown.append(show)
     with s.wsi() as slide:
         thumb = slide.get_thumbnail(900)
         scale = slide.dimensions[0] / thumb.shape[1]
@@ -244,7 +247,11 @@ def write_report(run) -> Path:
             "point at the --out of `spade-st run`/`demo`, or name the parts with --model/--embeddings"
         )
         raise SpadeInputError(msg)
-    figs, skipped = make_figures(cfg, run / "figures")
+    shown: list[str] = []
+    figs, skipped = make_figures(cfg, run / "figures", shown)
+    from .viewer import viewer_page
+
+    viewers = {i: p for i in shown if (p := viewer_page(run / "view", i)) is not None}  # `spade-st view --out RUN/view`
     header = _header(cfg)
     results = RunLayout(run).results
     tables = {p.relative_to(run).as_posix(): pd.read_csv(p) for p in sorted(results.glob("*.csv"))}
@@ -274,6 +281,11 @@ def write_report(run) -> Path:
     for title, p in figs.items():
         parts += [f"<h2>{html.escape(title)}</h2>", _img_tag(p)]
         md += [f"## {title}", "", f"![{title}]({p.relative_to(run).as_posix()})", ""]
+        if title.startswith(("Routing map", "Measured vs predicted")):  # the shown section's tissue figures
+            for sid, page in viewers.items():
+                href = page.relative_to(run).as_posix()
+                parts.append(f'<p><a href="{html.escape(href)}">open {html.escape(sid)} in the zoomable viewer</a></p>')
+                md += [f"[open {sid} in the zoomable viewer]({href})", ""]
     for name, df in tables.items():
         parts += [f"<h2>Table: {html.escape(name)}</h2>", df.to_html(index=False, float_format=lambda v: f"{v:.3f}")]
         from ..eval.stats import to_markdown
