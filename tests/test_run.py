@@ -125,24 +125,37 @@ def test_dry_run_on_a_root_holding_only_the_hest_table(tmp_path, capsys):
     assert not out.exists()  # a dry run writes nothing
 
 
+def _kill_args(root) -> list:
+    args = ["run", "--config", root / "cfg.yaml", "--data", root / "root", "--device", "cpu"]
+    return [*args, "--exclude", "SYN04", "SYN05", "--until", "pretrain"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(root, tmp_path_factory):
+    """The uninterrupted run the killed ones must equal (made once for both faults)."""
+    from conftest import run_cli
+
+    ref = tmp_path_factory.mktemp("ref") / "ref"
+    r = run_cli([*_kill_args(root), "--out", ref], one_thread=False)
+    assert r.returncode == 0, r.stderr[-1500:]
+    return ref
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["write-SYN02", "epoch1-step0"])
-def test_run_killed_mid_stage_resumes_to_the_same_model(root, tmp_path, fault):
+def test_run_killed_mid_stage_resumes_to_the_same_model(root, uninterrupted_run, tmp_path, fault):
     """SIGKILL inside extraction (a feature file being written) or inside pretraining (a training step); the
     same command again finishes the run, and the model is byte-identical to an uninterrupted run's."""
     from conftest import run_cli
 
-    args = ["run", "--config", root / "cfg.yaml", "--data", root / "root", "--device", "cpu"]
-    args += ["--exclude", "SYN04", "SYN05", "--until", "pretrain"]
+    args = _kill_args(root)
     out = tmp_path / "run"
     r = run_cli([*args, "--out", out], {"SPADE_ST_FAULT": fault}, one_thread=False)
     assert r.returncode == -9, r.stderr[-1500:]
     assert not (out / "model" / "model.safetensors").exists()  # nothing finished is claimed
     r = run_cli([*args, "--out", out], one_thread=False)
     assert r.returncode == 0, r.stderr[-1500:]
-    ref = tmp_path / "ref"
-    r = run_cli([*args, "--out", ref], one_thread=False)
-    assert r.returncode == 0, r.stderr[-1500:]
+    ref = uninterrupted_run
     assert _sha(out / "model" / "model.safetensors") == _sha(ref / "model" / "model.safetensors")
     for f in sorted((ref / "features" / "random_cnn").glob("*.h5")):
         np.testing.assert_array_equal(

@@ -12,7 +12,7 @@ from spade_st.cli import main
 def test_bench_her2st_small(her2st_root, her2st_features, tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["bench", "her2st", "--data", str(her2st_root), "--features", str(her2st_features), "--out", str(out)]
-    rc = main([*args, "--epochs", "2", "--pretrain-seeds", "2", "--seeds", "2", "--ks", "1", "8"])
+    rc = main([*args, "--epochs", "2", "--pretrain-seeds", "1", "--seeds", "2", "--ks", "1", "8"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "within_patient" in printed and "leave_one_patient_out" in printed and "raw+spade" in printed
@@ -24,9 +24,9 @@ def test_bench_her2st_small(her2st_root, her2st_features, tmp_path, capsys):
             cell = genes[(genes.probe == probe) & (genes.target == target)]
             assert set(cell.source) == sources, (probe, target)
             n = cell.set_index(["protocol", "source"])["n"]
-            # within patient C: 3 folds; leave-one-patient-out over B and C (A1 left out): 2 folds; x 2 seeds
-            assert n["within_patient", "raw"] == 3 and n["within_patient", "spade"] == 6
-            assert n["leave_one_patient_out", "raw"] == 2 and n["leave_one_patient_out", "raw+spade"] == 4
+            # within patient C: 3 folds; leave-one-patient-out over B and C (A1 left out): 2 folds; x 1 seed
+            assert n["within_patient", "raw"] == 3 and n["within_patient", "spade"] == 3
+            assert n["leave_one_patient_out", "raw"] == 2 and n["leave_one_patient_out", "raw+spade"] == 2
     assert set(genes[genes.probe == "latent_knn"].source) == {"spade", "single_expert", "one_epoch"}
     long = pd.read_csv(out / "results_long.csv", keep_default_na=False)
     assert "A1" not in set(long[long.task == "genes"].fold)

@@ -141,13 +141,21 @@ def test_training_learns_cross_modal_retrieval(real_feats, tmp_path):
     assert np.mean(hits) > np.mean(chance) + 0.15, (hits, chance)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fault", ["epoch2-step1", "checkpoint1", "checkpoint3"])
-def test_killed_pretrain_resumes_bit_identical(feats, tmp_path, fault):
+@pytest.fixture(scope="module")
+def uninterrupted(feats, tmp_path_factory):
+    """The reference run the killed-and-resumed runs must equal byte for byte (made once)."""
     root, f = feats
-    ref = tmp_path / "ref"
+    ref = tmp_path_factory.mktemp("ref") / "ref"
     r = run_cli(_args(root, f, ref))
     assert r.returncode == 0, r.stderr[-1500:]
+    return ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["epoch2-step1", "checkpoint3"])  # mid-epoch; between checkpoint writes
+def test_killed_pretrain_resumes_bit_identical(feats, uninterrupted, tmp_path, fault):
+    root, f = feats
+    ref = uninterrupted
     out = tmp_path / "killed"
     r = run_cli(_args(root, f, out), {"SPADE_ST_FAULT": fault})
     assert r.returncode == -9  # SIGKILL
