@@ -48,7 +48,7 @@ def test_bench_her2st_small(her2st_root, her2st_features, tmp_path, capsys):
     assert {"C2", "C3"} <= set(c4["train"]) and c4["reasons"]
     lopo_c = json.loads((models / "C2+C3+C4" / "config.json").read_text())["split"]
     assert lopo_c["val"] == [] and lopo_c["val_blocks"] == ["A1", "B4"]  # two patients left: spatial blocks
-    single = json.loads((out / "models" / "single_expert" / "seed1" / "C4" / "config.json").read_text())
-    assert single["n_experts"] == 1 and single["train"]["seed"] == 43
+    single = json.loads((out / "models" / "single_expert" / "seed0" / "C4" / "config.json").read_text())
+    assert single["n_experts"] == 1 and single["train"]["seed"] == 42
     one_epoch = json.loads((out / "models" / "one_epoch" / "seed0" / "C4" / "config.json").read_text())
     assert one_epoch["train"]["epochs"] == 1
