@@ -32,12 +32,13 @@ def save_checkpoint(folder: Path, model, opt, state: dict, cfg_hash: str) -> Non
     atomic_save_safetensors(folder / LAST, tensors, meta, fault_point=f"checkpoint{state['epoch']}")
 
 
-def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:
-    """Restore from ``folder/last.safetensors``; None if there is none. A different config is refused."""
+def read_checkpoint(path: Path, cfg_hash: str, restart: str, settings: str) -> tuple[dict, dict] | None:
+    """(metadata, tensors) of the checkpoint ``path``, None if there is none; an unreadable one, or one written
+    with another config hash, is a one-line error (``restart``: what deleting it restarts; ``settings``: which
+    settings differ)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    path = folder / LAST
     if not path.is_file():
         return None
     try:
@@ -45,14 +46,20 @@ def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:
             meta = f.metadata()
         sd = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        msg = f"cannot read checkpoint {path} ({err}); delete it to restart training from scratch"
+        msg = f"cannot read checkpoint {path} ({err}); delete it to restart {restart}"
         raise SpadeInputError(msg) from err
     if meta.get("config_hash") != cfg_hash:
-        msg = (
-            f"checkpoint {path} was written with different training settings; use a new --out, or delete "
-            f"{folder} to restart"
-        )
+        msg = f"checkpoint {path} was written with {settings}; use a new --out, or delete {path.parent} to restart"
         raise SpadeInputError(msg)
+    return meta, sd
+
+
+def load_checkpoint(folder: Path, model, opt, cfg_hash: str) -> dict | None:
+    """Restore from ``folder/last.safetensors``; None if there is none. A different config is refused."""
+    found = read_checkpoint(folder / LAST, cfg_hash, "training from scratch", "different training settings")
+    if found is None:
+        return None
+    meta, sd = found
     model.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith("model.")}, strict=True)
     opt.load_state_tensors(sd)
     return {

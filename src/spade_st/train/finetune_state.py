@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_save_safetensors
-from .._validation import SpadeInputError
 
 LAST = Path("checkpoints") / "last.safetensors"
 
@@ -42,22 +41,12 @@ def save_state(folder: Path, params: dict, objective, opt, state: dict, key: str
 
 def load_state(folder: Path, params: dict, objective, opt, key: str) -> dict | None:
     """Restore the checkpoint into ``params``, ``objective`` and ``opt``; None when there is none."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    from .checkpoint import read_checkpoint
 
-    path = Path(folder) / LAST
-    if not path.is_file():
+    found = read_checkpoint(Path(folder) / LAST, key, "fine-tuning", "other settings")
+    if found is None:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-        sd = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        msg = f"cannot read checkpoint {path} ({err}); delete it to restart fine-tuning"
-        raise SpadeInputError(msg) from err
-    if meta.get("config_hash") != key:
-        msg = f"checkpoint {path} was written with other settings; use a new --out or delete {path.parent}"
-        raise SpadeInputError(msg)
+    meta, sd = found
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(sd[f"enc.{k}"])
