@@ -263,7 +263,13 @@ def _cmd_finetune(args) -> int:
     from .train.finetune_config import FinetuneConfig, load_finetune_config
 
     names = {f for f in FinetuneConfig.__dataclass_fields__} - {"progress"}
-    out = finetune(load_finetune_config(args.config, **{k: v for k, v in vars(args).items() if k in names}))
+    cfg = load_finetune_config(args.config, **{k: v for k, v in vars(args).items() if k in names})
+    if args.dry_run:
+        from .train.finetune_plan import make_finetune_plan
+
+        echo(make_finetune_plan(cfg, gpu_tflops=args.gpu_tflops).to_text())
+        return 0
+    out = finetune(cfg)
     echo(f"encoder folder: {out} (use it as --encoder finetuned:{out})")
     return 0
 

@@ -79,8 +79,9 @@ ABOUT = {
     ),
     "finetune": (
         "Fine-tune an encoder against the spots' expression (last CNN blocks with a cached prefix, or LoRA on a "
-        "ViT) on pretrain's patient-disjoint split; writes an encoder folder that --encoder finetuned:DIR reads.",
-        "spade-st finetune --data HEST_ROOT --encoder efficientnet_lite0 --out runs/ft --exclude C4",
+        "ViT) on pretrain's patient-disjoint split; writes an encoder folder that --encoder finetuned:DIR reads. "
+        "--dry-run prints samples, spots, cache size and compute from the sample table alone.",
+        "spade-st finetune --config finetune_hest1k_uni --data HEST_ROOT --out runs/ft --dry-run",
     ),
     "run": (
         "The whole pipeline on one HEST-layout root into one run folder (the layout `spade-st report` reads). "

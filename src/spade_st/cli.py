@@ -125,7 +125,10 @@ def _add_finetune(sub) -> None:
     ft.add_argument("--weights", type=Path, help="its local weights (default: as `extract`)" + NO_DEFAULT)
     ft.add_argument("--out", type=Path, help="encoder folder to write (rerun to resume)" + NO_DEFAULT)
     ft.add_argument("--exclude", nargs="+", help="sample ids kept out of every step (default: none)" + NO_DEFAULT)
-    ft.add_argument("--config", type=Path, help="YAML of finetune options; flags override it" + NO_DEFAULT)
+    ft.add_argument(
+        "--config", help="finetune options: YAML file or built-in name (finetune_hest1k_uni); flags override it"
+        + NO_DEFAULT,
+    )
     ft.add_argument("--seed", type=int, help="split, heads, order, views and dropout (default: 42)" + NO_DEFAULT)
     ft.add_argument(
         "--permute-expression",
@@ -140,6 +143,10 @@ def _add_finetune(sub) -> None:
         "--views", type=int, choices=[1, 2, 4, 8], help="dihedral views per patch (default: 8)" + NO_DEFAULT
     )
     ft.add_argument("--cache-dir", type=Path, help="prefix cache folder (default: OUT/cache)" + NO_DEFAULT)
+    ft.add_argument("--dry-run", action="store_true", help="print the plan and its cost; read nothing but the table")
+    ft.add_argument(
+        "--gpu-tflops", type=float, help="GPU throughput a dry run assumes (default: 400 TFLOP/s)" + NO_DEFAULT
+    )
     ft.add_argument("--device", help=DEVICE_HELP)
 
 

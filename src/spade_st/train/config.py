@@ -223,6 +223,20 @@ def _assign(cfg: PretrainConfig, values: dict, source: str, warn_renamed: bool =
         setattr(target, name, coerce_value(value, hint, f"{source}: {key}"))
 
 
+def section_block(block, cls, section: str, source: str) -> dict:
+    """YAML section ``section:`` (``block``) checked against dataclass ``cls``: a mapping of its fields only."""
+    block = block or {}
+    if not isinstance(block, dict):
+        msg = f"{source}: '{section}:' must be a mapping of option: value, got {block!r}"
+        raise SpadeInputError(msg)
+    names = {f.name for f in fields(cls)}
+    for key in block:
+        if key not in names:
+            msg = f"{source}: unknown option {key!r} under '{section}:'{did_you_mean(key, names)}; known: {', '.join(sorted(names))}"
+            raise SpadeInputError(msg)
+    return block
+
+
 def _from_mapping(values: dict, source: str) -> PretrainConfig:
     """A config from a YAML mapping: sections as nested mappings; flat section keys (older files) warn."""
     cfg = PretrainConfig()
@@ -247,25 +261,31 @@ def _from_mapping(values: dict, source: str) -> PretrainConfig:
     for section, cls in SECTIONS.items():
         if section not in values:
             continue
-        block = values[section] or {}
-        if not isinstance(block, dict):
-            msg = f"{source}: '{section}:' must be a mapping of option: value, got {block!r}"
-            raise SpadeInputError(msg)
-        names = {f.name for f in fields(cls)}
-        for key in block:
-            if key not in names:
-                msg = f"{source}: unknown option {key!r} under '{section}:'{did_you_mean(key, names)}; known: {', '.join(sorted(names))}"
-                raise SpadeInputError(msg)
-        _assign(cfg, block, f"{source}: {section}")
+        _assign(cfg, section_block(values[section], cls, section, source), f"{source}: {section}")
     return cfg
 
 
 BUILTIN = Path(__file__).resolve().parents[1] / "configs"
 
 
-def builtin_configs() -> list[str]:
-    """Names of the configs shipped with spade-st (``configs/*.yaml``)."""
-    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+def builtin_configs(folder: Path = BUILTIN) -> list[str]:
+    """Names of the configs shipped with spade-st (``configs/*.yaml``; fine-tuning's: ``configs/finetune``)."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def config_path(path: Path | str, kind: str = "config", folder: Path = BUILTIN) -> Path:
+    """``path`` as a file, or the built-in config of that name (``folder/<name>.yaml``); else a one-line error."""
+    p = Path(path)
+    if not p.is_file() and (folder / f"{p}.yaml").is_file():
+        p = folder / f"{p}.yaml"
+    if not p.is_file():
+        names = builtin_configs(folder)
+        msg = (
+            f"{kind} {str(path)!r} is neither a file nor a built-in config{did_you_mean(str(path), names)}; "
+            f"built-in: {', '.join(names)}"
+        )
+        raise SpadeInputError(msg)
+    return p
 
 
 def load_config(path: Path | str | None = None, require=("data", "features", "out"), **overrides) -> PretrainConfig:
@@ -274,16 +294,7 @@ def load_config(path: Path | str | None = None, require=("data", "features", "ou
     the paths in ``require`` must be set."""
     cfg = PretrainConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file() and (BUILTIN / f"{p}.yaml").is_file():
-            p = BUILTIN / f"{p}.yaml"
-        if not p.is_file():
-            names = builtin_configs()
-            msg = (
-                f"config {str(path)!r} is neither a file nor a built-in config{did_you_mean(str(path), names)}; "
-                f"built-in: {', '.join(names)}"
-            )
-            raise SpadeInputError(msg)
+        p = config_path(path)
         cfg = _from_mapping(read_yaml_mapping(p, "config file"), str(p))
     _assign(cfg, {k: v for k, v in overrides.items() if v is not None}, "option")
     return cfg.validate(require)

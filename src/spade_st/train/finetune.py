@@ -151,13 +151,23 @@ def _val_loss(net: _Net, obj: Objective, spots, batch_size: int) -> float:
     return total / n if n else float("nan")
 
 
+def cohort_config(cfg: FinetuneConfig):
+    """The pretraining config whose cohort (sample rules, ``exclude``) is ``cfg``'s."""
+    from .config import PretrainConfig
+
+    return PretrainConfig(data=cfg.data, samples=cfg.samples, exclude=list(cfg.exclude))
+
+
 def _setup(cfg: FinetuneConfig):
-    """Samples, split, panel and spots of ``cfg`` (the split exactly as ``pretrain`` makes it)."""
+    """Samples, split, panel and spots of ``cfg`` (the samples and split exactly as ``pretrain`` makes them)."""
     from ..genes import build_panel
     from ..io import read_hest
+    from .cohort import print_cohort, resolve_cohort
     from .splits import make_split
 
-    samples = read_hest(cfg.data)
+    cohort = resolve_cohort(cohort_config(cfg))
+    print_cohort(cohort, cfg.progress)
+    samples = read_hest(cfg.data, cohort.ids)
     split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
     panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes)

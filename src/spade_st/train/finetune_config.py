@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml_mapping
+from ..io.selection import SampleSelection
 
 METHODS = ("auto", "blocks", "lora")
 
@@ -21,6 +22,9 @@ class FinetuneConfig:
         HEST-layout root; the encoder folder to write (``extract --encoder finetuned:OUT`` reads it).
     encoder, weights, arch
         A registered encoder, its local weights (default: as ``extract``), architecture overrides (tests).
+    samples
+        Rules on the sample table choosing the samples (YAML ``samples:``, as in a pretraining config, e.g.
+        the paper's HEST-1k selection); default: every sample of the root.
     exclude, val_fraction, group_key, seed
         The patient-disjoint split, exactly as ``pretrain`` makes it (``make_split``); ``seed`` also seeds
         the heads, LoRA, each epoch's order, views and dropout.
@@ -44,6 +48,7 @@ class FinetuneConfig:
     encoder: str = "efficientnet_lite0"
     weights: Path | None = None
     arch: dict = field(default_factory=dict)
+    samples: SampleSelection = field(default_factory=SampleSelection)
     exclude: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     group_key: str = "organ"
@@ -127,21 +132,36 @@ class FinetuneConfig:
         d = plain(self)
         for k in self.LOCAL:
             d.pop(k, None)
+        if not self.samples.active:  # (folders made before the option existed keep their key)
+            d.pop("samples")
         return d | {"method": self.resolved_method()}
 
 
 def load_finetune_config(path=None, **flags) -> FinetuneConfig:
     """A :class:`FinetuneConfig` from YAML ``path`` (optional) with ``flags`` (None: not given) on top.
 
+    ``path``: a YAML file or a built-in name (``configs/finetune/<name>.yaml``, e.g. ``finetune_hest1k_uni``).
     Unknown keys and values of the wrong type are one-line errors with a did-you-mean, before any work.
     """
+    from .config import BUILTIN, config_path, section_block
+
     names = {f.name: f for f in fields(FinetuneConfig)}
-    values = dict(read_yaml_mapping(path, "finetune config")) if path is not None else {}
+    source = str(config_path(path, "finetune config", BUILTIN / "finetune")) if path is not None else "finetune option"
+    values = dict(read_yaml_mapping(Path(source), "finetune config")) if path is not None else {}
     values |= {k: v for k, v in flags.items() if v is not None}
     unknown = sorted(set(values) - set(names))
     if unknown:
         msg = f"unknown finetune option {unknown[0]!r}{did_you_mean(unknown[0], names)}"
         raise SpadeInputError(msg)
     hints = typing.get_type_hints(FinetuneConfig)
-    out = {k: v if k == "arch" else coerce_value(v, hints[k], f"finetune option {k}") for k, v in values.items()}
+    out = {
+        k: v if k in ("arch", "samples") else coerce_value(v, hints[k], f"finetune option {k}")
+        for k, v in values.items()
+    }
+    if "samples" in out:
+        block = section_block(out["samples"], SampleSelection, "samples", source)
+        rules = typing.get_type_hints(SampleSelection)
+        out["samples"] = SampleSelection(
+            **{k: coerce_value(v, rules[k], f"{source}: samples: {k}") for k, v in block.items()}
+        )
     return FinetuneConfig(**out)

@@ -137,9 +137,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def cohort_spots(table, ids: list[str]):
+    """(organ table with samples and spots, total spots, samples without ``spots_under_tissue``) of ``ids``."""
+    import pandas as pd
+
+    from ..io.selection import organ_table
+
+    spots = pd.to_numeric(table.loc[ids].get("spots_under_tissue", pd.Series(np.nan, index=ids)), errors="coerce")
+    organs = organ_table(table, ids).rename(columns={"kept": "samples"}).assign(spots=lambda d: d.get("spots", 0))
+    return organs[["organ", "samples", "spots"]], int(spots.fillna(0).sum()), int(spots.isna().sum())
+
+
 def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) -> Plan:
     """The plan of pretraining ``cfg`` on its data root's table (selection rules applied, no file read)."""
-    import pandas as pd
 
     from ..encoders.registry import get_spec
     from ..io.layout import read_metadata
@@ -148,17 +158,13 @@ def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) 
     table = read_metadata(cfg.data) if table is None else table
     cohort = resolve_cohort(cfg, table=table, need_files=False)
     ids = cohort.train_candidates
-    from ..io.selection import organ_table
-
-    spots = pd.to_numeric(table.loc[ids].get("spots_under_tissue", pd.Series(np.nan, index=ids)), errors="coerce")
-    organs = organ_table(table, ids).rename(columns={"kept": "samples"}).assign(spots=lambda d: d.get("spots", 0))
-    organs = organs[["organ", "samples", "spots"]]
+    organs, n_spots, missing = cohort_spots(table, ids)
     encoder = cfg.encoder or "efficientnet_lite0"
     n_train = int(np.ceil(len(ids) * (1 - cfg.val_fraction)))
     return Plan(
         organs=organs,
         n_samples=len(ids),
-        n_spots=int(spots.fillna(0).sum()),
+        n_spots=n_spots,
         encoder=encoder,
         feature_dim=get_spec(encoder).embed_dim,
         encoder_gflops=encoder_flops(encoder) / 1e9,
@@ -169,6 +175,6 @@ def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) 
         batch_size=cfg.optim.batch_size,
         out_dim=cfg.model.out_dim,
         gpu_flops=(gpu_tflops * 1e12) if gpu_tflops else ASSUMED_GPU,
-        missing_spots=int(spots.isna().sum()),
+        missing_spots=missing,
         selection=cohort.selection.summary().split("\n| organ |")[0] if cohort.selection.selection.active else "",
     )
