@@ -35,7 +35,7 @@ from spade_st.encoders.partial import SplitNet
 from spade_st.eval._names import PROTOCOLS, TARGETS
 from spade_st.eval.fewshot import DEFAULT_K, few_shot, result_rows
 from spade_st.eval.gene_folds import fold_genes, make_folds, score_fold, section
-from spade_st.eval.her2st_bench import _write, headline
+from spade_st.eval.her2st_bench import headline, write_results
 from spade_st.eval.stats import to_markdown
 from spade_st.io import read_hest
 from spade_st.io.features import FeatureSet, write_features
@@ -88,6 +88,42 @@ def _spade(args, root: Path, feats: dict, sections: dict, out: Path, exclude: li
         pretrain(pc)
     model = SpadeModel.from_pretrained(out / "model")
     return {sid: model.embed(x) for sid, x in feats.items()}
+
+
+def _fit_row(folder: Path, variant: str, seed: int, exclusion: tuple) -> dict:
+    """One fine-tuning's kept epoch and its validation pairing gap (from its folder's config.json)."""
+    import json
+
+    c = json.loads((folder / "config.json").read_text())
+    return {
+        "variant": variant, "seed": seed, "exclude": "+".join(exclusion), "best_epoch": c["best_epoch"],
+        "epochs_run": c["epochs_run"], "best_val": c["best_val"], "pairing_gap": c.get("best_val_pairing_gap"),
+    }  # fmt: skip
+
+
+def pairing_table(fits: pd.DataFrame) -> pd.DataFrame:
+    """Validation loss and pairing gap at the kept epoch, mean [95% t-interval] over exclusions x seeds, per
+    variant, and the real run minus its permuted control (same exclusion and seed)."""
+    from spade_st.eval.stats import mean_ci
+
+    def cell(v) -> str:
+        m, _, lo, hi, n = mean_ci(np.asarray(v, float))
+        return f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}] (n={n})"
+
+    rows = [
+        {"variant": v, "val loss": cell(d["best_val"]), "pairing gap": cell(d["pairing_gap"])}
+        for v, d in fits.groupby("variant", sort=True)
+    ]
+    wide = fits.pivot_table(index=["exclude", "seed"], columns="variant", values=["best_val", "pairing_gap"])
+    if {"finetuned", "permuted"} <= set(fits["variant"]):
+        rows.append(
+            {
+                "variant": "finetuned - permuted",
+                "val loss": cell(wide["best_val", "finetuned"] - wide["best_val", "permuted"]),
+                "pairing gap": cell(wide["pairing_gap", "finetuned"] - wide["pairing_gap", "permuted"]),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def paired(long: pd.DataFrame) -> pd.DataFrame:
@@ -165,6 +201,7 @@ def main() -> None:
         {tuple(sorted(f.test)) for f in folds} | ({("A1",)} if not args.only or "A1" in args.only else set())
     )
     models: dict[tuple, dict] = {}
+    fits: list[dict] = []
     for ex in exclusions:
         for i in range(args.seeds):
             for variant in ("finetuned", "permuted"):
@@ -172,6 +209,7 @@ def main() -> None:
                 cfg = FinetuneConfig(**(vars(base) | {"out": d, "exclude": list(ex), "seed": 42 + i}))
                 cfg.permute_expression = variant == "permuted"
                 finetune(cfg)
+                fits.append(_fit_row(d, variant, i, ex))
                 models[variant, i, ex] = _features(f"finetuned:{d}", cache, spots, args.train_blocks)
                 if variant == "finetuned" and not args.no_spade:
                     sp = out / "spade" / f"seed{i}" / "+".join(ex)
@@ -198,7 +236,10 @@ def main() -> None:
         rows += result_rows(res, task="fewshot", protocol="A1 regions", target="", source=name, seed=seed).to_dict(
             "records"
         )
-    summary = _write(out, pd.DataFrame(rows))
+    summary = write_results(out, pd.DataFrame(rows))
+    fits = pd.DataFrame(fits)
+    fits.to_csv(out / "finetune_runs.csv", index=False)
+    print(to_markdown(pairing_table(fits)))
     print(to_markdown(headline(summary)))
     long = pd.read_csv(out / "results_long.csv", dtype={"seed": str}).fillna({"seed": ""})
     print(to_markdown(paired(long)))

@@ -188,3 +188,28 @@ def test_lora_on_a_random_tiny_vit_changes_only_lora(tiny_root, tmp_path):
         np.testing.assert_allclose(merge_lora(vit)(x).numpy(), y.numpy(), atol=1e-5)
     enc = create_encoder(f"finetuned:{out}", device="cpu")
     assert enc.embed_dim == 32 and enc(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 32)
+
+
+def test_history_reads_the_pairing_gap_of_the_validation_loss(tiny_root, tmp_path, monkeypatch):
+    """Each epoch's validation loss beside the loss with expression paired to other validation spots; the gap
+    is their difference, and it is zero when the expression rows are all alike (pairing can say nothing)."""
+    import json
+
+    import pandas as pd
+
+    out = finetune(_cfg(tiny_root, tmp_path / "g", epochs=2, early_stop=0, encoder_lr=1e-2))
+    h = pd.read_csv(out / "history.csv")
+    assert list(h.columns) == ["epoch", "train_loss", "val_loss", "val_loss_shuffled", "val_pairing_gap"]
+    np.testing.assert_allclose(h.val_pairing_gap, h.val_loss_shuffled - h.val_loss, atol=1e-12)
+    assert (h.val_pairing_gap.abs() > 1e-6).all()  # the shuffled loss really pairs images with other spots
+    best = json.loads((out / "config.json").read_text())
+    assert best["best_val_pairing_gap"] == pytest.approx(h.val_pairing_gap[best["best_epoch"]])
+    cfg = _cfg(tiny_root, tmp_path / "same")
+    _, _, spots = _setup(cfg)
+    spots.expression[:] = spots.expression[spots.val[0]]  # every spot with one spot's expression
+    net = _Net(cfg, torch.device("cpu"))
+    net.prepare(spots, progress=False)
+    dim = net.features(spots.val[:2], np.zeros(2, np.int64), None).shape[1]
+    obj = ft_mod.Objective(dim, spots.expression.shape[1], cfg, torch.Generator().manual_seed(0))
+    val, shuffled = ft_mod._val_loss(net, obj, spots, cfg.batch_size, cfg.seed)
+    assert np.isfinite(val) and shuffled == pytest.approx(val, abs=1e-6)

@@ -137,7 +137,7 @@ def run_her2st_bench(cfg: Her2stBenchConfig) -> pd.DataFrame:
     if fewshot:
         rows += _fewshot_rows(cfg, sections[cfg.label_section], models)
         rows += _island_rows(sections, {k: m for k, m in models.items() if k[2] == (cfg.label_section,)})
-    return _write(out, pd.DataFrame(rows))
+    return write_results(out, pd.DataFrame(rows))
 
 
 def _island_rows(sections: dict[str, Section], models: dict) -> list[dict]:
@@ -209,7 +209,8 @@ def _fewshot_rows(cfg: Her2stBenchConfig, sec: Section, models: dict) -> list[di
     return rows
 
 
-def _write(out: Path, long: pd.DataFrame) -> pd.DataFrame:
+def write_results(out: Path, long: pd.DataFrame) -> pd.DataFrame:
+    """Write the bench's tables into ``out`` (long rows, summary, per-fold, markdown); return the summary."""
     long = long_table(long)
     atomic_write_text(out / "results_long.csv", long.to_csv(index=False))
     summary = summarise(long, KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True)

@@ -138,17 +138,30 @@ def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return out
 
 
-def _val_loss(net: _Net, obj: Objective, spots, batch_size: int) -> float:
+def _val_loss(net: _Net, obj: Objective, spots, batch_size: int, seed: int) -> tuple[float, float]:
+    """Validation loss, and the same loss with each spot's expression taken from another validation spot.
+
+    The second pairs every image with a random spot's expression (one fixed permutation of the validation
+    rows; the batches keep their images), so it is what the loss reaches when expression says nothing about
+    the image: its excess over the first (the pairing gap) is the part of the validation loss that the
+    expression-image pairing explains. BLEEP's soft targets also reward structure within each side alone, so
+    the loss can fall while the gap stays at zero.
+    """
     obj.eval()
-    total, n = 0.0, 0
+    total, shuffled, n = 0.0, 0.0, 0
+    other = spots.val[np.random.default_rng([seed, 7]).permutation(len(spots.val))]
+    at = {int(r): int(o) for r, o in zip(spots.val, other, strict=True)}
     with torch.no_grad():
         for rows in _batches(spots.val, batch_size):
             if len(rows) < 2:
                 continue
+            feats = net.features(rows, np.zeros(len(rows), np.int64), None)
             expr = torch.from_numpy(spots.expression[rows]).to(net.enc.device)
-            loss = obj(net.features(rows, np.zeros(len(rows), np.int64), None), expr)
-            total, n = total + float(loss) * len(rows), n + len(rows)
-    return total / n if n else float("nan")
+            swap = torch.from_numpy(spots.expression[[at[int(r)] for r in rows]]).to(net.enc.device)
+            total += float(obj(feats, expr)) * len(rows)
+            shuffled += float(obj(feats, swap)) * len(rows)
+            n += len(rows)
+    return (total / n, shuffled / n) if n else (float("nan"), float("nan"))
 
 
 def cohort_config(cfg: FinetuneConfig):
@@ -225,20 +238,32 @@ def finetune(cfg: FinetuneConfig) -> Path:
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(rows)
-        val = _val_loss(net, obj, spots, cfg.batch_size)
+        val, val_shuffled = _val_loss(net, obj, spots, cfg.batch_size, cfg.seed)
         better = bool(np.isfinite(val) and val < state["best_val"]) or not len(spots.val)
         if better:
             state |= {"best_val": val, "best_epoch": epoch, "since_best": 0}
             state["best"] = {k: p.detach().clone() for k, p in net.params.items()}
         else:
             state["since_best"] += 1
-        state["history"].append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val})
+        state["history"].append(
+            {
+                "epoch": epoch, "train_loss": total / len(order), "val_loss": val,
+                "val_loss_shuffled": val_shuffled, "val_pairing_gap": val_shuffled - val,
+            }
+        )  # fmt: skip
         state["epoch"] = epoch + 1
         save_state(out, net.params, obj, opt, state, key)
         bar.update(1)
         bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val:.4f}")
     bar.close()
     return _write_folder(cfg, net, split, panel, spots, state, key, feat_dim)
+
+
+def _best_gap(state: dict) -> float | None:
+    """The validation pairing gap of the kept epoch (None without validation spots)."""
+    rows = [h for h in state["history"] if h["epoch"] == state["best_epoch"]]
+    gap = rows[0].get("val_pairing_gap") if rows else None
+    return float(gap) if gap is not None and np.isfinite(gap) else None
 
 
 def _write_folder(cfg, net: _Net, split, panel, spots, state: dict, key: str, feat_dim: int) -> Path:
@@ -278,6 +303,7 @@ def _write_folder(cfg, net: _Net, split, panel, spots, state: dict, key: str, fe
             "spots": {"train": len(spots.train), "val": len(spots.val)},
             "best_epoch": int(state["best_epoch"]),
             "best_val": float(state["best_val"]) if np.isfinite(state["best_val"]) else None,
+            "best_val_pairing_gap": _best_gap(state),
             "epochs_run": int(state["epoch"]),
             "weights_sha256": sha,
             "spade_st_version": __version__,
