@@ -32,7 +32,16 @@ from ..experts.heads import StackedHeads
 from ..experts.loss import bleep_loss
 from .checkpoint import config_hash
 from .finetune_config import FinetuneConfig
-from .finetune_data import VIEW_SETS, PatchReader, build_spots, cache_key, dihedral, gather_cached, prefix_cache
+from .finetune_data import (
+    VIEW_SETS,
+    PatchReader,
+    build_spots,
+    cache_key,
+    dihedral,
+    gather_cached,
+    permutation_within,
+    prefix_cache,
+)
 from .finetune_state import load_state, save_state
 
 HISTORY = "history.csv"
@@ -141,15 +150,17 @@ def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
 def _val_loss(net: _Net, obj: Objective, spots, batch_size: int, seed: int) -> tuple[float, float]:
     """Validation loss, and the same loss with each spot's expression taken from another validation spot.
 
-    The second pairs every image with a random spot's expression (one fixed permutation of the validation
-    rows; the batches keep their images), so it is what the loss reaches when expression says nothing about
-    the image: its excess over the first (the pairing gap) is the part of the validation loss that the
-    expression-image pairing explains. BLEEP's soft targets also reward structure within each side alone, so
-    the loss can fall while the gap stays at zero.
+    The second pairs every image with the expression of a random spot of its own section (one fixed
+    permutation within each validation section; the batches keep their images), so it is what the loss reaches
+    when expression says nothing about where in the section a patch lies. Its excess over the first (the
+    pairing gap) is the part of the validation loss that spot-level image-expression pairing explains, which
+    the permuted control cannot learn; differences between sections (stain, depth) stay paired and do not
+    count. BLEEP's soft targets also reward structure within each side alone, so the loss can fall while the
+    gap stays at zero.
     """
     obj.eval()
     total, shuffled, n = 0.0, 0.0, 0
-    other = spots.val[np.random.default_rng([seed, 7]).permutation(len(spots.val))]
+    other = spots.val[permutation_within(spots.section[spots.val], seed + 7)]
     at = {int(r): int(o) for r, o in zip(spots.val, other, strict=True)}
     with torch.no_grad():
         for rows in _batches(spots.val, batch_size):
