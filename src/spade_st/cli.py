@@ -143,6 +143,9 @@ def _add_finetune(sub) -> None:
         "--views", type=int, choices=[1, 2, 4, 8], help="dihedral views per patch (default: 8)" + NO_DEFAULT
     )
     ft.add_argument("--cache-dir", type=Path, help="prefix cache folder (default: OUT/cache)" + NO_DEFAULT)
+    ft.add_argument(
+        "--loss", choices=["bleep", "infonce"], help="contrastive loss (default: bleep, as SPADE)" + NO_DEFAULT
+    )
     ft.add_argument("--dry-run", action="store_true", help="print the plan and its cost; read nothing but the table")
     ft.add_argument(
         "--gpu-tflops", type=float, help="GPU throughput a dry run assumes (default: 400 TFLOP/s)" + NO_DEFAULT

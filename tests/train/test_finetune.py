@@ -213,3 +213,24 @@ def test_history_reads_the_pairing_gap_of_the_validation_loss(tiny_root, tmp_pat
     obj = ft_mod.Objective(dim, spots.expression.shape[1], cfg, torch.Generator().manual_seed(0))
     val, shuffled = ft_mod._val_loss(net, obj, spots, cfg.batch_size, cfg.seed)
     assert np.isfinite(val) and shuffled == pytest.approx(val, abs=1e-6)
+
+
+def test_infonce_objective_is_clips_loss_on_the_heads(tiny_root, tmp_path):
+    """``loss: infonce`` trains on CLIP's loss with a learnable temperature (not BLEEP's), from the CLI flag."""
+    import json
+
+    from spade_st.experts.loss import bleep_loss, infonce_loss
+
+    cfg = _cfg(tiny_root, tmp_path / "i", loss="infonce")
+    obj = ft_mod.Objective(12, 5, cfg, torch.Generator().manual_seed(0)).eval()
+    feats, expr = torch.randn(6, 12), torch.rand(6, 5)
+    with torch.no_grad():
+        z, s = obj.image(feats[None]), obj.gene(expr[None])
+        assert float(obj.logit_scale.exp()) == pytest.approx(1 / 0.07)
+        assert float(obj(feats, expr)) == pytest.approx(float(infonce_loss(z, s, obj.logit_scale).mean()))
+        assert float(obj(feats, expr)) != pytest.approx(float(bleep_loss(z, s).mean()))
+    out = tmp_path / "ft"
+    args = ["finetune", "--data", tiny_root, "--encoder", "random_cnn", "--out", out, "--epochs", "1", "--views", "2"]
+    assert main([str(a) for a in args] + ["--train-blocks", "1", "--loss", "infonce"]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["loss"] == "infonce"
+    assert "loss" not in FinetuneConfig().record()  # BLEEP folders keep the key they had before the option

@@ -1,9 +1,10 @@
 """``spade-st finetune``: train part of a patch encoder against spot expression; write an encoder folder.
 
 The split is ``pretrain``'s (:func:`~spade_st.train.splits.make_split`, same options), the gene panel is built
-on its training samples, and the objective is BLEEP's (:func:`~spade_st.experts.loss.bleep_loss`) between the
-encoder's features through an image projection head and the panel expression through a gene head (SPADE's
-heads, one expert), optionally plus a linear reconstruction of the expression from the image embedding.
+on its training samples, and the objective is BLEEP's (:func:`~spade_st.experts.loss.bleep_loss`; or
+``loss: infonce``, CLIP's) between the encoder's features through an image projection head and the panel
+expression through a gene head (SPADE's heads, one expert), optionally plus a linear reconstruction of the
+expression from the image embedding.
 
 What trains: the last ``train_blocks`` blocks of a CNN (the frozen prefix computed once per dihedral view
 and memory-mapped, so an epoch runs only the trained blocks), or LoRA adapters on a ViT's projections (the
@@ -29,7 +30,7 @@ from .._atomic import atomic_save_safetensors, atomic_write_json, atomic_write_t
 from .._progress import progress as tqdm
 from ..encoders.finetuned import CONFIG, KIND, WEIGHTS
 from ..experts.heads import StackedHeads
-from ..experts.loss import bleep_loss
+from ..experts.loss import bleep_loss, infonce_loss
 from .checkpoint import config_hash
 from .finetune_config import FinetuneConfig
 from .finetune_data import (
@@ -48,7 +49,8 @@ HISTORY = "history.csv"
 
 
 class Objective(nn.Module):
-    """Image head, gene head (SPADE's projection heads, one expert each) and an optional expression decoder."""
+    """Image head, gene head (SPADE's projection heads, one expert each), the contrastive loss between them
+    (BLEEP, or InfoNCE with a learnable temperature) and an optional expression decoder."""
 
     def __init__(self, feat_dim: int, n_genes: int, cfg: FinetuneConfig, generator: torch.Generator):
         super().__init__()
@@ -56,7 +58,9 @@ class Objective(nn.Module):
         self.gene = StackedHeads(1, n_genes, cfg.out_dim, cfg.dropout)
         self.image.reset_parameters(generator)
         self.gene.reset_parameters(generator)
-        self.tau, self.recon_weight = cfg.tau, cfg.recon_weight
+        self.tau, self.recon_weight, self.loss = cfg.tau, cfg.recon_weight, cfg.loss
+        if cfg.loss == "infonce":  # CLIP's learnable temperature, from 0.07
+            self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
         self.decoder = nn.Linear(cfg.out_dim, n_genes) if cfg.recon_weight > 0 else None
         if self.decoder is not None:
             with torch.no_grad():
@@ -65,7 +69,10 @@ class Objective(nn.Module):
 
     def forward(self, feats: torch.Tensor, expr: torch.Tensor) -> torch.Tensor:
         z, s = self.image(feats[None]), self.gene(expr[None])
-        loss = bleep_loss(z, s, self.tau).mean()
+        if self.loss == "infonce":
+            loss = infonce_loss(z, s, self.logit_scale).mean()
+        else:
+            loss = bleep_loss(z, s, self.tau).mean()
         if self.decoder is not None:
             loss = loss + self.recon_weight * nn.functional.mse_loss(self.decoder(z[0]), expr)
         return loss

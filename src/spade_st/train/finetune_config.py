@@ -10,6 +10,7 @@ from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml
 from ..io.selection import SampleSelection
 
 METHODS = ("auto", "blocks", "lora")
+LOSSES = ("bleep", "infonce")
 
 
 @dataclass
@@ -41,6 +42,10 @@ class FinetuneConfig:
         network every epoch (needed for ``jitter``).
     jitter
         Colour jitter strength (brightness, contrast, saturation factors in [1 - j, 1 + j]); whole network only.
+    loss, tau, recon_weight
+        ``bleep`` (SPADE's soft-target loss at temperature ``tau``, on unnormalised embeddings) or ``infonce``
+        (CLIP's: L2-normalised embeddings, one-hot targets, a learnable temperature starting at 0.07, as
+        ``pretrain --loss infonce``); ``recon_weight`` adds a linear reconstruction of the expression.
     """
 
     data: Path | None = None
@@ -66,6 +71,7 @@ class FinetuneConfig:
     jitter: float = 0.0
     out_dim: int = 256
     dropout: float = 0.1
+    loss: str = "bleep"
     tau: float = 1.0
     recon_weight: float = 0.0
     lr: float = 1e-3
@@ -103,6 +109,7 @@ class FinetuneConfig:
             (self.lora_rank >= 1, f"lora_rank must be >= 1, got {self.lora_rank}"),
             (0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}"),
             (self.recon_weight >= 0, f"recon_weight must be >= 0, got {self.recon_weight}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.early_stop >= 0, f"early_stop must be >= 0 (0: off), got {self.early_stop}"),
         ]
         for ok, msg in checks:
@@ -132,8 +139,10 @@ class FinetuneConfig:
         d = plain(self)
         for k in self.LOCAL:
             d.pop(k, None)
-        if not self.samples.active:  # (folders made before the option existed keep their key)
+        if not self.samples.active:  # (folders made before these options existed keep their key)
             d.pop("samples")
+        if self.loss == "bleep":
+            d.pop("loss")
         return d | {"method": self.resolved_method()}
 
 
