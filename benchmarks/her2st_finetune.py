@@ -14,7 +14,7 @@ model is run with ``exclude`` = that fold's test sections, on the split ``pretra
 cache (identity view) through the fine-tuned blocks: the path that the tests check equals the whole network
 to 1e-5. Usage::
 
-    python benchmarks/her2st_finetune.py --out runs/her2st-finetune [--seeds 3] [--epochs 10]
+    python benchmarks/her2st_finetune.py --out runs/her2st-finetune [--seeds 3] [--epochs 10] [--loss infonce]
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="most fine-tuning epochs (early stopping: 3)")
     p.add_argument("--train-blocks", type=int, default=2)
     p.add_argument("--views", type=int, default=8)
+    p.add_argument("--loss", choices=["bleep", "infonce"], default="bleep", help="fine-tuning's contrastive loss")
     p.add_argument("--config", default="her2st", help="SPADE config of the spade_ft row")
     p.add_argument("--spade-epochs", type=int, help="override the SPADE config's epochs")
     p.add_argument("--fewshot-seeds", type=int, default=10)
@@ -176,7 +177,7 @@ def main() -> None:
     ids = sorted(samples)
     base = FinetuneConfig(
         data=root, out=out, epochs=args.epochs, early_stop=3, train_blocks=args.train_blocks, views=args.views,
-        val_fraction=0.2, cache_dir=args.cache or out / "cache", progress=False,
+        val_fraction=0.2, cache_dir=args.cache or out / "cache", progress=False, loss=args.loss,
     )  # fmt: skip
     # one prefix cache for all five sections (every fold's fine-tuning reuses it)
     probe = _Net(base, torch.device("cpu"))
