@@ -215,6 +215,16 @@ def test_history_reads_the_pairing_gap_of_the_validation_loss(tiny_root, tmp_pat
     assert np.isfinite(val) and shuffled == pytest.approx(val, abs=1e-6)
 
 
+def test_pairing_gap_re_pairs_only_within_the_batch_and_section():
+    labels = np.array(["a"] * 5 + ["b"] * 4 + ["c"] * 3)
+    rows = np.array([2, 3, 4, 5, 6, 7])  # a batch straddling sections a and b
+    swapped = ft_mod.swapped_rows(rows, labels, 49)
+    assert sorted(swapped) == sorted(rows)  # the batch keeps its expression rows
+    assert (labels[swapped] == labels[rows]).all()  # each image gets a spot of its own section
+    assert (swapped != rows).sum() >= 4  # and mostly another spot's
+    np.testing.assert_array_equal(ft_mod.swapped_rows(rows, labels, 49), swapped)  # fixed across epochs
+
+
 def test_infonce_objective_is_clips_loss_on_the_heads(tiny_root, tmp_path):
     """``loss: infonce`` trains on CLIP's loss with a learnable temperature (not BLEEP's), from the CLI flag."""
     import json

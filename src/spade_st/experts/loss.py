@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: CLIP's starting temperature of InfoNCE (learnable: logit scale log(1 / 0.07))
+INFONCE_INIT_TEMPERATURE = 0.07
 _NEG = -1e9  # finite "minus infinity" for masked entries: keeps 0 * log p finite in the backward pass
 _TINY = torch.finfo(torch.float32).tiny
 

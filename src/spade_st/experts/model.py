@@ -15,6 +15,7 @@ from .._atomic import atomic_save_safetensors, atomic_write_json
 from .._validation import SpadeInputError, require_file
 from ..io.runs import ModelLayout
 from .heads import StackedHeads
+from .loss import INFONCE_INIT_TEMPERATURE
 from .router import mix_experts, route_weights
 
 WEIGHTS = ModelLayout.WEIGHTS
@@ -95,7 +96,7 @@ class SpadeModel(nn.Module):
             self.register_buffer("proj_mean", torch.zeros(config.feature_dim))
             self.register_buffer("proj_weight", torch.zeros(config.feature_dim, d))
         if config.loss == "infonce":
-            self.logit_scale = nn.Parameter(torch.full((E,), float(np.log(1 / 0.07))))
+            self.logit_scale = nn.Parameter(torch.full((E,), float(np.log(1 / INFONCE_INIT_TEMPERATURE))))
 
     @property
     def device(self) -> torch.device:

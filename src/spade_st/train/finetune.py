@@ -30,7 +30,7 @@ from .._atomic import atomic_save_safetensors, atomic_write_json, atomic_write_t
 from .._progress import progress as tqdm
 from ..encoders.finetuned import CONFIG, KIND, WEIGHTS
 from ..experts.heads import StackedHeads
-from ..experts.loss import bleep_loss, infonce_loss
+from ..experts.loss import INFONCE_INIT_TEMPERATURE, bleep_loss, infonce_loss
 from .checkpoint import config_hash
 from .finetune_config import FinetuneConfig
 from .finetune_data import (
@@ -59,8 +59,8 @@ class Objective(nn.Module):
         self.image.reset_parameters(generator)
         self.gene.reset_parameters(generator)
         self.tau, self.recon_weight, self.loss = cfg.tau, cfg.recon_weight, cfg.loss
-        if cfg.loss == "infonce":  # CLIP's learnable temperature, from 0.07
-            self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        if cfg.loss == "infonce":  # CLIP's learnable temperature
+            self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / INFONCE_INIT_TEMPERATURE))))
         self.decoder = nn.Linear(cfg.out_dim, n_genes) if cfg.recon_weight > 0 else None
         if self.decoder is not None:
             with torch.no_grad():
@@ -154,28 +154,35 @@ def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return out
 
 
-def _val_loss(net: _Net, obj: Objective, spots, batch_size: int, seed: int) -> tuple[float, float]:
-    """Validation loss, and the same loss with each spot's expression taken from another validation spot.
+def swapped_rows(rows: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """``rows`` reordered among the rows of the same section (``labels``: one section id per row of the
+    spots): the expression rows the pairing gap gives a batch's images. The batch keeps its set of expression
+    rows and each image gets a spot of its own section; only the pairing changes."""
+    return rows[permutation_within(labels[rows], seed)]
 
-    The second pairs every image with the expression of a random spot of its own section (one fixed
-    permutation within each validation section; the batches keep their images), so it is what the loss reaches
-    when expression says nothing about where in the section a patch lies. Its excess over the first (the
-    pairing gap) is the part of the validation loss that spot-level image-expression pairing explains, which
-    the permuted control cannot learn; differences between sections (stain, depth) stay paired and do not
+
+def _val_loss(net: _Net, obj: Objective, spots, batch_size: int, seed: int) -> tuple[float, float]:
+    """Validation loss, and the same loss with the expression of each batch re-paired within its sections.
+
+    The second gives every image of a batch the expression of another spot of the same batch and section
+    (:func:`swapped_rows`; one fixed random permutation, so about one spot per section and batch keeps its
+    own). It is what the loss reaches when expression says nothing about where in the section a patch lies:
+    its excess over the first (the pairing gap) is the part of the validation loss that spot-level
+    image-expression pairing explains, which the permuted control cannot learn. The batch's images and its set
+    of expression rows are unchanged, and differences between sections (stain, depth) stay paired and do not
     count. BLEEP's soft targets also reward structure within each side alone, so the loss can fall while the
     gap stays at zero.
     """
     obj.eval()
     total, shuffled, n = 0.0, 0.0, 0
-    other = spots.val[permutation_within(spots.section[spots.val], seed + 7)]
-    at = {int(r): int(o) for r, o in zip(spots.val, other, strict=True)}
+    labels = np.asarray(spots.sample_ids)[spots.section]
     with torch.no_grad():
         for rows in _batches(spots.val, batch_size):
             if len(rows) < 2:
                 continue
             feats = net.features(rows, np.zeros(len(rows), np.int64), None)
             expr = torch.from_numpy(spots.expression[rows]).to(net.enc.device)
-            swap = torch.from_numpy(spots.expression[[at[int(r)] for r in rows]]).to(net.enc.device)
+            swap = torch.from_numpy(spots.expression[swapped_rows(rows, labels, seed + 7)]).to(net.enc.device)
             total += float(obj(feats, expr)) * len(rows)
             shuffled += float(obj(feats, swap)) * len(rows)
             n += len(rows)
@@ -186,7 +193,10 @@ def cohort_config(cfg: FinetuneConfig):
     """The pretraining config whose cohort (sample rules, ``exclude``) is ``cfg``'s."""
     from .config import PretrainConfig
 
-    return PretrainConfig(data=cfg.data, samples=cfg.samples, exclude=list(cfg.exclude))
+    return PretrainConfig(
+        data=cfg.data, samples=cfg.samples, exclude=list(cfg.exclude), gene_intersection=cfg.gene_intersection,
+        hvg_scope=cfg.hvg_scope,
+    )  # fmt: skip
 
 
 def _setup(cfg: FinetuneConfig):
@@ -201,7 +211,9 @@ def _setup(cfg: FinetuneConfig):
     samples = read_hest(cfg.data, cohort.ids)
     split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
-    panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes)
+    inter = cohort.intersection
+    within = inter.genes if (inter is not None and cfg.hvg_scope == "intersection") else None
+    panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes, within=within)
     spots = build_spots(samples, split, panel, permute=cfg.permute_expression, seed=cfg.seed)
     return split, panel, spots
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .._validation import SpadeInputError, coerce_value, did_you_mean, read_yaml_mapping
+from ..genes.intersection import GeneIntersectionConfig
 from ..io.selection import SampleSelection
 
 METHODS = ("auto", "blocks", "lora")
@@ -23,9 +24,12 @@ class FinetuneConfig:
         HEST-layout root; the encoder folder to write (``extract --encoder finetuned:OUT`` reads it).
     encoder, weights, arch
         A registered encoder, its local weights (default: as ``extract``), architecture overrides (tests).
-    samples
-        Rules on the sample table choosing the samples (YAML ``samples:``, as in a pretraining config, e.g.
-        the paper's HEST-1k selection); default: every sample of the root.
+    samples, gene_intersection, hvg_scope
+        The cohort exactly as a pretraining config with the same values makes it (YAML ``samples:`` rules on the
+        sample table, the greedy ``gene_intersection:`` with ``min_genes``, HVGs chosen per sample or
+        within the intersection); default: every sample of the root, each sample's own HVGs. Give fine-tuning
+        and pretraining the same three (and ``exclude``, ``val_fraction``, ``group_key``, ``seed``) and they
+        draw the same patient-disjoint split.
     exclude, val_fraction, group_key, seed
         The patient-disjoint split, exactly as ``pretrain`` makes it (``make_split``); ``seed`` also seeds
         the heads, LoRA, each epoch's order, views and dropout.
@@ -54,6 +58,8 @@ class FinetuneConfig:
     weights: Path | None = None
     arch: dict = field(default_factory=dict)
     samples: SampleSelection = field(default_factory=SampleSelection)
+    gene_intersection: GeneIntersectionConfig = field(default_factory=GeneIntersectionConfig)
+    hvg_scope: str = "sample"
     exclude: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     group_key: str = "organ"
@@ -85,6 +91,8 @@ class FinetuneConfig:
 
     #: fields that say where things are or how they are shown, not what is trained (left out of the record)
     LOCAL = ("out", "cache_dir", "device", "progress")
+    #: options added after fine-tuned folders existed: left out of the record at these values (keys unchanged)
+    ADDED_SINCE: typing.ClassVar[dict] = {"loss": "bleep", "gene_intersection": {"min_genes": 0}, "hvg_scope": "sample"}
 
     def resolved_method(self) -> str:
         """``blocks`` or ``lora`` (``auto`` resolved by the encoder's family)."""
@@ -95,11 +103,12 @@ class FinetuneConfig:
 
         return "blocks" if not is_finetuned(self.encoder) and has_units(self.encoder) else "lora"
 
-    def validate(self) -> FinetuneConfig:
-        """Check every option before any work; one-line errors that say the fix."""
+    def validate(self, need_out: bool = True) -> FinetuneConfig:
+        """Check every option before any work; one-line errors that say the fix (``need_out=False``: a dry
+        run, which writes nothing)."""
         checks = [
             (self.data is not None, "finetune needs --data ROOT (a HEST-layout root)"),
-            (self.out is not None, "finetune needs --out DIR (the encoder folder to write)"),
+            (self.out is not None or not need_out, "finetune needs --out DIR (the encoder folder to write)"),
             (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
             (self.views in (1, 2, 4, 8), f"views must be 1, 2, 4 or 8, got {self.views}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
@@ -110,6 +119,8 @@ class FinetuneConfig:
             (0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}"),
             (self.recon_weight >= 0, f"recon_weight must be >= 0, got {self.recon_weight}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (self.hvg_scope in ("sample", "intersection"), "hvg_scope must be 'sample' or 'intersection'"),
+            (self.gene_intersection.min_genes >= 0, "gene_intersection.min_genes must be >= 0 (0: off)"),
             (self.early_stop >= 0, f"early_stop must be >= 0 (0: off), got {self.early_stop}"),
         ]
         for ok, msg in checks:
@@ -141,8 +152,9 @@ class FinetuneConfig:
             d.pop(k, None)
         if not self.samples.active:  # (folders made before these options existed keep their key)
             d.pop("samples")
-        if self.loss == "bleep":
-            d.pop("loss")
+        for name, default in self.ADDED_SINCE.items():
+            if d.get(name) == default:
+                d.pop(name)
         return d | {"method": self.resolved_method()}
 
 
@@ -163,14 +175,14 @@ def load_finetune_config(path=None, **flags) -> FinetuneConfig:
         msg = f"unknown finetune option {unknown[0]!r}{did_you_mean(unknown[0], names)}"
         raise SpadeInputError(msg)
     hints = typing.get_type_hints(FinetuneConfig)
+    sections = {"samples": SampleSelection, "gene_intersection": GeneIntersectionConfig}
     out = {
-        k: v if k in ("arch", "samples") else coerce_value(v, hints[k], f"finetune option {k}")
+        k: v if k == "arch" or k in sections else coerce_value(v, hints[k], f"finetune option {k}")
         for k, v in values.items()
     }
-    if "samples" in out:
-        block = section_block(out["samples"], SampleSelection, "samples", source)
-        rules = typing.get_type_hints(SampleSelection)
-        out["samples"] = SampleSelection(
-            **{k: coerce_value(v, rules[k], f"{source}: samples: {k}") for k, v in block.items()}
-        )
+    for name, cls in sections.items():
+        if name in out and not isinstance(out[name], cls):
+            block = section_block(out[name], cls, name, source)
+            rules = typing.get_type_hints(cls)
+            out[name] = cls(**{k: coerce_value(v, rules[k], f"{source}: {name}: {k}") for k, v in block.items()})
     return FinetuneConfig(**out)

@@ -17,7 +17,17 @@ from dataclasses import dataclass
 
 from .. import _keys as K
 from .finetune_config import FinetuneConfig
-from .plan import ASSUMED_GPU, MEASURED, PATCH_BYTES, _duration, _frame, cohort_spots, head_flops_per_spot
+from .plan import (
+    ASSUMED_GPU,
+    MEASURED,
+    PATCH_BYTES,
+    _duration,
+    _frame,
+    cohort_spots,
+    head_flops_per_spot,
+    panel_bound,
+    selection_lines,
+)
 
 
 @dataclass
@@ -79,6 +89,11 @@ class FinetunePlan:
     selection: str = ""
 
     @property
+    def n_genes_bound(self) -> int:
+        """At most how many genes the gene head reads (:func:`~spade_st.train.plan.panel_bound`)."""
+        return panel_bound(self.n_samples, self.cfg.val_fraction, self.cfg.n_top_genes)
+
+    @property
     def cached(self) -> bool:
         return self.cfg.resolved_method() == "blocks" and self.cfg.cache_prefix
 
@@ -86,8 +101,7 @@ class FinetunePlan:
         """FLOPs of the prefix cache (once), one epoch (at most ``epochs``) and re-extracting every spot."""
         c, cfg = self.cost, self.cfg
         train, val = self.n_spots * (1 - cfg.val_fraction), self.n_spots * cfg.val_fraction
-        genes = cfg.n_top_genes * max(round(self.n_samples * (1 - cfg.val_fraction)), 1)  # panel bound
-        heads = head_flops_per_spot(self.feature_dim, genes, cfg.out_dim, cfg.batch_size)
+        heads = head_flops_per_spot(self.feature_dim, self.n_genes_bound, cfg.out_dim, cfg.batch_size)
         step = c.trained_forward * (1 + c.backward_factor) + (0.0 if self.cached else c.prefix)
         val_pass = c.trained_forward if self.cached else c.full
         out = {"prefix cache (once)": self.n_spots * cfg.views * c.prefix} if self.cached else {}
@@ -107,6 +121,8 @@ class FinetunePlan:
             f"encoder {cfg.encoder}: {c.full / 1e9:.1f} GFLOP per patch (counted); trains {c.trained}: "
             f"{c.parameters:,} parameters",
             f"patches: {self.n_spots:,} x 224 px = {self.n_spots * PATCH_BYTES / gb:.1f} GB (uint8, patches/<id>.h5)",
+            f"heads: {self.feature_dim}-d features and at most {self.n_genes_bound:,} panel genes ({cfg.n_top_genes} "
+            f"HVGs x training samples, the union is smaller) -> {cfg.out_dim}-d, {cfg.loss} loss",
         ]
         if self.cached:
             size = self.n_spots * cfg.views * c.cut_numel * 4
@@ -143,7 +159,7 @@ def make_finetune_plan(cfg: FinetuneConfig, table=None, gpu_tflops: float | None
     from .cohort import resolve_cohort
     from .finetune import cohort_config
 
-    cfg = cfg.validate()
+    cfg = cfg.validate(need_out=False)
     table = read_metadata(cfg.data) if table is None else table
     cohort = resolve_cohort(cohort_config(cfg), table=table, need_files=False)
     ids = cohort.train_candidates
@@ -157,5 +173,5 @@ def make_finetune_plan(cfg: FinetuneConfig, table=None, gpu_tflops: float | None
         feature_dim=get_spec(cfg.encoder).embed_dim,
         gpu_flops=(gpu_tflops * 1e12) if gpu_tflops else ASSUMED_GPU,
         missing_spots=missing,
-        selection=cohort.selection.summary().split("\n| organ |")[0] if cohort.selection.selection.active else "",
+        selection=selection_lines(cohort),
     )

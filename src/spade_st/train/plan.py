@@ -37,6 +37,17 @@ def encoder_flops(name: str) -> float:
     return float(counter.get_total_flops())
 
 
+def panel_bound(n_samples: int, val_fraction: float, n_top: int) -> int:
+    """At most how many genes the panel has: ``n_top`` HVGs x the training samples of a ``val_fraction`` split
+    of ``n_samples`` (the union by name is smaller)."""
+    return n_top * max(int(np.ceil(n_samples * (1 - val_fraction))), 1)
+
+
+def selection_lines(cohort) -> str:
+    """The rule table of a cohort's sample selection for a plan's head ('' when no rule is set)."""
+    return cohort.selection.summary().split("\n| organ |")[0] if cohort.selection.selection.active else ""
+
+
 def head_flops_per_spot(feature_dim: int, n_genes: int, out_dim: int, batch: int) -> float:
     """Training FLOPs of one spot in one epoch: both residual heads (a linear in, a linear out of out_dim) and
     its row of the B x B similarity, forward and backward."""
@@ -160,7 +171,6 @@ def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) 
     ids = cohort.train_candidates
     organs, n_spots, missing = cohort_spots(table, ids)
     encoder = cfg.encoder or "efficientnet_lite0"
-    n_train = int(np.ceil(len(ids) * (1 - cfg.val_fraction)))
     return Plan(
         organs=organs,
         n_samples=len(ids),
@@ -168,7 +178,7 @@ def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) 
         encoder=encoder,
         feature_dim=get_spec(encoder).embed_dim,
         encoder_gflops=encoder_flops(encoder) / 1e9,
-        n_genes_bound=cfg.n_top_genes * max(n_train, 1),
+        n_genes_bound=panel_bound(len(ids), cfg.val_fraction, cfg.n_top_genes),
         k1=cfg.clustering.k1,
         n_experts=cfg.clustering.n_experts,
         epochs=cfg.optim.epochs,
@@ -176,5 +186,5 @@ def make_plan(cfg: PretrainConfig, table=None, gpu_tflops: float | None = None) 
         out_dim=cfg.model.out_dim,
         gpu_flops=(gpu_tflops * 1e12) if gpu_tflops else ASSUMED_GPU,
         missing_spots=missing,
-        selection=cohort.selection.summary().split("\n| organ |")[0] if cohort.selection.selection.active else "",
+        selection=selection_lines(cohort),
     )
