@@ -15,6 +15,8 @@ from spade_st.eval.survival import (
     train_survival_abmil,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny torch models: faster on one thread
+
 
 @pytest.fixture(scope="module")
 def data():

@@ -13,6 +13,8 @@ from spade_st.datasets.bags import planted_bags
 from spade_st.eval.tasks import run_task
 from spade_st.io.features import FeatureSet, write_features
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny torch models: faster on one thread
+
 
 def _write_bags(folder, bags, noise=False):
     rng = np.random.default_rng(9)
