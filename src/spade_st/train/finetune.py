@@ -283,8 +283,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
         )  # fmt: skip
         state["epoch"] = epoch + 1
         save_state(out, net.params, obj, opt, state, key)
+        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val:.4f}", gap=f"{val_shuffled - val:.4f}", refresh=False)
         bar.update(1)
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val:.4f}")
     bar.close()
     return _write_folder(cfg, net, split, panel, spots, state, key, feat_dim)
 
