@@ -190,7 +190,7 @@ def _val_loss(net: _Net, obj: Objective, spots, batch_size: int, seed: int) -> t
 
 
 def cohort_config(cfg: FinetuneConfig):
-    """The pretraining config whose cohort (sample rules, ``exclude``) is ``cfg``'s."""
+    """The pretraining config whose cohort (sample rules, ``exclude``, gene intersection, HVG scope) is ``cfg``'s."""
     from .config import PretrainConfig
 
     return PretrainConfig(
@@ -209,7 +209,7 @@ def _setup(cfg: FinetuneConfig):
     cohort = resolve_cohort(cohort_config(cfg))
     print_cohort(cohort, cfg.progress)
     samples = read_hest(cfg.data, cohort.ids)
-    split = make_split(samples, cfg.val_fraction, cfg.seed, cfg.exclude, cfg.group_key)
+    split = make_split(samples, cfg.val_fraction, cfg.seed, cohort.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
     inter = cohort.intersection
     within = inter.genes if (inter is not None and cfg.hvg_scope == "intersection") else None
