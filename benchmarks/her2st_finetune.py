@@ -158,6 +158,9 @@ def main() -> None:
     p.add_argument("--train-blocks", type=int, default=2)
     p.add_argument("--views", type=int, default=8)
     p.add_argument("--loss", choices=["bleep", "infonce"], default="bleep", help="fine-tuning's contrastive loss")
+    p.add_argument(
+        "--encoder-lr", type=float, default=1e-4, help="the trained blocks' learning rate (0: heads only, the baseline)"
+    )
     p.add_argument("--config", default="her2st", help="SPADE config of the spade_ft row")
     p.add_argument("--spade-epochs", type=int, help="override the SPADE config's epochs")
     p.add_argument("--fewshot-seeds", type=int, default=10)
@@ -178,6 +181,7 @@ def main() -> None:
     base = FinetuneConfig(
         data=root, out=out, epochs=args.epochs, early_stop=3, train_blocks=args.train_blocks, views=args.views,
         val_fraction=0.2, cache_dir=args.cache or out / "cache", progress=False, loss=args.loss,
+        encoder_lr=args.encoder_lr,
     )  # fmt: skip
     # one prefix cache for all five sections (every fold's fine-tuning reuses it)
     probe = _Net(base, torch.device("cpu"))
