@@ -207,17 +207,18 @@ def main() -> None:
     )
     models: dict[tuple, dict] = {}
     fits: list[dict] = []
+    tag = "" if args.loss == "bleep" else f"-{args.loss}"  # other losses keep their own folders
     for ex in exclusions:
         for i in range(args.seeds):
             for variant in ("finetuned", "permuted"):
-                d = out / ("ft" if args.loss == "bleep" else f"ft-{args.loss}") / variant / f"seed{i}" / "+".join(ex)
+                d = out / f"ft{tag}" / variant / f"seed{i}" / "+".join(ex)
                 cfg = FinetuneConfig(**(vars(base) | {"out": d, "exclude": list(ex), "seed": 42 + i}))
                 cfg.permute_expression = variant == "permuted"
                 finetune(cfg)
                 fits.append(_fit_row(d, variant, i, ex))
                 models[variant, i, ex] = _features(f"finetuned:{d}", cache, spots, args.train_blocks)
                 if variant == "finetuned" and not args.no_spade:
-                    sp = out / ("spade" if args.loss == "bleep" else f"spade-{args.loss}") / f"seed{i}" / "+".join(ex)
+                    sp = out / f"spade{tag}" / f"seed{i}" / "+".join(ex)
                     models["spade_ft", i, ex] = _spade(args, root, models[variant, i, ex], sections, sp, list(ex), i)
             print(f"fold {'+'.join(ex)} seed {i}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = []

@@ -26,6 +26,12 @@ class GeneIntersectionConfig:
     min_genes: int = 0
 
 
+def hvg_within(intersection: GeneIntersection | None, hvg_scope: str) -> list[str] | None:
+    """The genes HVGs are chosen among: the intersection's under ``hvg_scope: intersection``, else None (each
+    sample's own genes)."""
+    return intersection.genes if (intersection is not None and hvg_scope == "intersection") else None
+
+
 @dataclass
 class GeneIntersection:
     """The samples the greedy walk kept, the ones it left out (with the size the intersection would have

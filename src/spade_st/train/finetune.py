@@ -202,6 +202,7 @@ def cohort_config(cfg: FinetuneConfig):
 def _setup(cfg: FinetuneConfig):
     """Samples, split, panel and spots of ``cfg`` (the samples and split exactly as ``pretrain`` makes them)."""
     from ..genes import build_panel
+    from ..genes.intersection import hvg_within
     from ..io import read_hest
     from .cohort import print_cohort, resolve_cohort
     from .splits import make_split
@@ -211,8 +212,7 @@ def _setup(cfg: FinetuneConfig):
     samples = read_hest(cfg.data, cohort.ids)
     split = make_split(samples, cfg.val_fraction, cfg.seed, cohort.exclude, cfg.group_key)
     by_id = {s.id: s for s in samples}
-    inter = cohort.intersection
-    within = inter.genes if (inter is not None and cfg.hvg_scope == "intersection") else None
+    within = hvg_within(cohort.intersection, cfg.hvg_scope)
     panel = build_panel([by_id[i] for i in split.train], n_top=cfg.n_top_genes, within=within)
     spots = build_spots(samples, split, panel, permute=cfg.permute_expression, seed=cfg.seed)
     return split, panel, spots
@@ -283,7 +283,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
         )  # fmt: skip
         state["epoch"] = epoch + 1
         save_state(out, net.params, obj, opt, state, key)
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val:.4f}", gap=f"{val_shuffled - val:.4f}", refresh=False)
+        last = state["history"][-1]
+        bar.set_postfix(
+            train=f"{last['train_loss']:.4f}", val=f"{val:.4f}", gap=f"{last['val_pairing_gap']:.4f}", refresh=False
+        )
         bar.update(1)
     bar.close()
     return _write_folder(cfg, net, split, panel, spots, state, key, feat_dim)

@@ -21,9 +21,8 @@ from .plan import (
     ASSUMED_GPU,
     MEASURED,
     PATCH_BYTES,
-    _duration,
-    _frame,
     cohort_spots,
+    compute_table,
     head_flops_per_spot,
     panel_bound,
     selection_lines,
@@ -132,19 +131,12 @@ class FinetunePlan:
             )
         if self.missing_spots:
             lines.append(f"note: {self.missing_spots} sample(s) have no spots_under_tissue; counted as 0 spots")
-        rows = [
-            {
-                "step": step,
-                "TFLOP": f"{flops / 1e12:,.1f}",
-                "CPU at the measured rate": _duration(flops / MEASURED["train_cpu" if "epoch" in step else "extract_cpu"]),
-                f"GPU at {self.gpu_flops / 1e12:.0f} TFLOP/s (assumed)": _duration(flops / self.gpu_flops),
-            }
-            for step, flops in self.stage_flops().items()
-        ]
+        flops = self.stage_flops()
+        cpu = {step: MEASURED["train_cpu" if "epoch" in step else "extract_cpu"] for step in flops}
         lines += [
             f"compute ({cfg.views} view(s), batch {cfg.batch_size}, backward = {c.backward_factor:.0f} x the forward "
             "of what the gradient crosses):",
-            to_markdown(_frame(rows)),
+            compute_table("step", flops, cpu, self.gpu_flops),
             "times are FLOPs / rate, so lower bounds: reading patches and per-step overheads come on top. CPU rates:"
             " measured on a 2-core x86-64 VM (forward passes at extraction's 41.9 GFLOP/s effective, epochs at"
             " training's 140 GFLOP/s); the GPU rate is an assumption (--gpu-tflops), not a measurement",

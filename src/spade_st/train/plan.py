@@ -110,21 +110,11 @@ class Plan:
         ]
         if self.missing_spots:
             lines.append(f"note: {self.missing_spots} sample(s) have no spots_under_tissue; counted as 0 spots")
-        rows = []
         cpu = {"extract": MEASURED["extract_cpu"], "pretrain": MEASURED["train_cpu"], "embed": MEASURED["train_cpu"]}
-        for stage, flops in self.stage_flops(val_fraction).items():
-            rows.append(
-                {
-                    "stage": stage,
-                    "TFLOP": f"{flops / 1e12:,.1f}",
-                    "CPU at the measured rate": _duration(flops / cpu[stage]),
-                    f"GPU at {self.gpu_flops / 1e12:.0f} TFLOP/s (assumed)": _duration(flops / self.gpu_flops),
-                }
-            )
         lines += [
             f"compute ({self.encoder}: {self.encoder_gflops:.1f} GFLOP per patch, counted; {self.epochs} epochs, "
             f"batch {self.batch_size}):",
-            to_markdown(_frame(rows)),
+            compute_table("stage", self.stage_flops(val_fraction), cpu, self.gpu_flops),
             "times are FLOPs / rate, so lower bounds: reading patches and per-step overheads come on top. CPU rates:"
             " measured on a 2-core x86-64 VM (extraction 41.9 GFLOP/s effective, training 140 GFLOP/s); the GPU"
             " rate is an assumption (--gpu-tflops), not a measurement",
@@ -132,10 +122,23 @@ class Plan:
         return "\n".join(lines)
 
 
-def _frame(rows):
+def compute_table(first: str, flops: dict[str, float], cpu_rates: dict[str, float], gpu_flops: float) -> str:
+    """A plan's compute table (markdown): per row of ``flops`` (name -> FLOPs, the column ``first``), TFLOP and
+    the time at its CPU rate (``cpu_rates``, FLOP/s by name) and at ``gpu_flops``."""
     import pandas as pd
 
-    return pd.DataFrame(rows)
+    from .._markdown import to_markdown
+
+    rows = [
+        {
+            first: name,
+            "TFLOP": f"{f / 1e12:,.1f}",
+            "CPU at the measured rate": _duration(f / cpu_rates[name]),
+            f"GPU at {gpu_flops / 1e12:.0f} TFLOP/s (assumed)": _duration(f / gpu_flops),
+        }
+        for name, f in flops.items()
+    ]
+    return to_markdown(pd.DataFrame(rows))
 
 
 def _duration(seconds: float) -> str:

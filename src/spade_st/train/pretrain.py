@@ -62,7 +62,7 @@ def prepare(cfg: PretrainConfig, samples=None):
     ``cfg.data``); in-memory samples come from :func:`spade_st.tl.fit`.
     """
     from ..genes import GenePanel, build_panel
-    from ..genes.intersection import intersect_genes
+    from ..genes.intersection import hvg_within, intersect_genes
     from ..io import read_hest
     from .cohort import print_cohort, resolve_cohort
 
@@ -93,7 +93,7 @@ def prepare(cfg: PretrainConfig, samples=None):
     if split_path.is_file() and json.loads(split_path.read_text()) != split.to_dict():
         msg = f"{split_path} holds a different split than these settings give; use a new --out"
         raise SpadeInputError(msg)
-    within = inter.genes if (inter is not None and cfg.hvg_scope == "intersection") else None
+    within = hvg_within(inter, cfg.hvg_scope)
     panel_path = lay.panel
     old_panel = GenePanel.from_json(panel_path) if panel_path.is_file() else None
     if old_panel is not None and old_panel.within != len(within or ()):
